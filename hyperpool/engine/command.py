@@ -1,0 +1,74 @@
+"""``hyperpool run WORKDIR``: the command users run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from hyperpool.engine.dag import build_dag
+from hyperpool.engine.loader import load_workflow
+from hyperpool.engine.report import Progress, failure_report, summary, write_summary
+from hyperpool.engine.run import Engine, RunOptions
+from hyperpool.errors import ConfigError, WorkflowFailed
+from hyperpool.executor.publisher import Publisher
+from hyperpool.routing import load_routing
+from hyperpool.services import check_broker, check_redis
+from hyperpool.settings import load_settings
+
+
+@click.command()
+@click.argument("workdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--namespace", help="Queue namespace (default: $HYPERPOOL_NAMESPACE or 'default').")
+@click.option("--max-jobs", default=4, show_default=True, type=click.IntRange(1),
+              help="Job-model tasks run at once.")
+@click.option("--keep-going", is_flag=True, help="Run everything not depending on a failure.")
+@click.option("--attempts", default=1, show_default=True, type=click.IntRange(1),
+              help="Attempts per task before it counts as failed.")
+@click.option("--backoff", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds before the first retry; doubles for each further one.")
+@click.option("--stub-sleep", type=click.FloatRange(0), metavar="SECONDS",
+              help="Replace every executable by a stub sleeping SECONDS (for tests/benchmarks).")
+@click.option("--json-summary", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write {tasks_total, succeeded, failed, makespan_seconds, ...} here.")
+def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, attempts: int,
+        backoff: float, stub_sleep: float | None, json_summary: Path | None) -> None:
+    """Run the HyperFlow workflow in WORKDIR (workflow.json + optional executionModels)."""
+    if not workdir.is_dir():
+        raise ConfigError("no such directory", source=str(workdir))
+    settings = load_settings()
+    namespace = namespace or settings.namespace
+    workdir = workdir.resolve()
+    dag = build_dag(load_workflow(workdir))
+    routing = load_routing(workdir, namespace)
+    client = check_redis(settings)
+    publisher = None
+    if routing.queues:
+        check_broker(settings)
+        publisher = Publisher(settings)
+    options = RunOptions(work_dir=workdir, max_jobs=max_jobs, keep_going=keep_going,
+                         attempts=attempts, backoff=backoff, stub_sleep=stub_sleep)
+    progress = Progress()
+    engine = Engine(dag, routing, settings, options, client, publisher, on_progress=progress)
+    click.echo(f"hyperpool: run {engine.run_id}: {len(dag.tasks)} tasks "
+               f"({sum(routing.model(t.task_type) == 'pool' for t in dag.tasks)} in pools, "
+               f"the rest in the job model)", err=True)
+    try:
+        outcome = engine.run()
+    finally:
+        progress.close(engine)
+        if publisher is not None:
+            publisher.close()
+    data = summary(engine, outcome)
+    if json_summary:
+        write_summary(json_summary, data)
+    click.echo(f"hyperpool: {data['succeeded']}/{data['tasks_total']} tasks succeeded, "
+               f"{data['failed']} failed, {data['skipped']} skipped, makespan "
+               f"{data['makespan_seconds']:.2f}s", err=True)
+    if outcome.interrupted:
+        click.echo(f"hyperpool: interrupted; {outcome.cancelled_in_flight} in-flight task(s) "
+                   f"cancelled, {data['not_run']} not run", err=True)
+        sys.exit(130)
+    if outcome.failures:
+        raise WorkflowFailed("workflow failed:\n" + failure_report(outcome))

@@ -1,0 +1,249 @@
+"""The run loop: dispatch ready tasks, block on the completion stream, release dependents.
+
+One thread does everything that changes state; it blocks on ``XREAD`` of the run's single
+completion stream (results from pool workers and job processes alike), so there is no sleep
+loop polling for completions. The read timeout only bounds how late a due retry or a progress
+refresh can be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from hyperpool.engine.dag import Dag, Task
+from hyperpool.engine.jobs import JobLauncher
+from hyperpool.engine.state import DISPATCHED, DONE, FAILED, READY, RETRY, SKIPPED, RunState
+from hyperpool.executor.publisher import Publisher
+from hyperpool.executor.results import JobExit, ResultReader, cancel_key, run_stream
+from hyperpool.models import TaskMessage, TaskResult
+from hyperpool.routing import Routing
+from hyperpool.settings import Settings
+
+
+@dataclass
+class RunOptions:
+    work_dir: Path
+    max_jobs: int = 4
+    keep_going: bool = False
+    attempts: int = 1
+    backoff: float = 1.0
+    stub_sleep: float | None = None
+    run_id: str | None = None
+
+
+@dataclass
+class Failure:
+    task_id: str
+    task_type: str
+    exit_code: int
+    attempts: int
+    stderr_tail: str
+    error: str | None
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    state: RunState
+    started: float
+    finished: float
+    failures: list[Failure] = field(default_factory=list)
+    interrupted: bool = False
+    cancelled_in_flight: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.interrupted and self.state.finished
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+class Engine:
+    """Runs one :class:`Dag` to completion (or to its first failure)."""
+
+    def __init__(self, dag: Dag, routing: Routing, settings: Settings, options: RunOptions,
+                 client: redis.Redis, publisher: Publisher | None = None,
+                 on_progress: Callable[[Engine], None] | None = None):
+        self.dag = dag
+        self.routing = routing
+        self.settings = settings
+        self.options = options
+        self.client = client
+        self.run_id = options.run_id or new_run_id()
+        self.stream = run_stream(self.run_id)
+        self.state = RunState(dag)
+        self.publisher = publisher
+        self.jobs = JobLauncher(settings, client, self.stream, options.work_dir)
+        self.reader = ResultReader(client, self.stream)
+        self.on_progress = on_progress
+        self._ids = {self.task_id(t): t.index for t in dag.tasks}
+        self._job_queue: deque[int] = deque()
+        self._ready: deque[int] = deque(self.state.ready())
+        self._retry_at: dict[int, float] = {}
+        self.failures: list[Failure] = []
+        self.dispatched_at: dict[int, float] = {}
+
+    def task_id(self, task: Task) -> str:
+        return f"{self.run_id}:{task.process.index}:{task.firing}"
+
+    def message(self, task: Task) -> dict[str, Any]:
+        msg: dict[str, Any] = dict(task.process.executor or {})
+        msg.update(taskId=self.task_id(task), name=task.task_type,
+                   work_dir=str(self.options.work_dir),
+                   inputs=[self.dag.workflow.signals[s].name for s in task.process.ins],
+                   outputs=[self.dag.workflow.signals[s].name for s in task.process.outs])
+        if self.options.stub_sleep is not None:
+            msg["stub_sleep"] = self.options.stub_sleep
+        return msg
+
+    # -- dispatch -----------------------------------------------------------------------
+    def _dispatch(self, index: int) -> None:
+        task = self.dag.tasks[index]
+        self.state.attempt[index] += 1
+        attempt = self.state.attempt[index]
+        if not task.process.dispatches:
+            now = time.time()
+            self.state.set(index, DISPATCHED)
+            self._on_result(TaskResult(task_id=self.task_id(task), attempt=attempt, exit_code=0,
+                                       started=now, finished=now, worker="engine",
+                                       model="none"))
+            return
+        queue = self.routing.queue(task.task_type)
+        self.state.set(index, DISPATCHED)
+        self.dispatched_at[index] = time.time()
+        raw = self.message(task)
+        if queue is not None:
+            assert self.publisher is not None, "pool task without a publisher"
+            self.publisher.publish(queue, TaskMessage.model_validate(raw), reply_to=self.stream,
+                                   attempt=attempt, run_id=self.run_id)
+        else:
+            self._job_queue.append(index)
+
+    def _start_jobs(self) -> None:
+        while self._job_queue and self.jobs.running < self.options.max_jobs:
+            index = self._job_queue.popleft()
+            task = self.dag.tasks[index]
+            self.jobs.start(self.task_id(task), self.message(task), self.state.attempt[index])
+
+    def _dispatch_ready(self) -> None:
+        now = time.monotonic()
+        for index, due in list(self._retry_at.items()):
+            if due <= now:
+                del self._retry_at[index]
+                self.state.set(index, READY)
+                self._ready.append(index)
+        while self._ready and not self._stopping:
+            index = self._ready.popleft()
+            if self.state.status[index] == READY:
+                self._dispatch(index)
+        self._start_jobs()
+
+    # -- completions --------------------------------------------------------------------
+    def _on_result(self, result: TaskResult) -> None:
+        index = self._ids.get(result.task_id)
+        if index is None:
+            return
+        status = self.state.status[index]
+        if status == DONE:
+            self.state.duplicates += 1
+            return
+        if status != DISPATCHED or (not result.ok and result.attempt != self.state.attempt[index]):
+            return  # a stale report of an earlier attempt
+        if result.ok:
+            self._ready.extend(self.state.complete(index, result))
+            return
+        self.state.results[index] = result
+        if self.state.attempt[index] < self.options.attempts:
+            delay = self.options.backoff * 2 ** (self.state.attempt[index] - 1)
+            self._retry_at[index] = time.monotonic() + delay
+            self.state.set(index, RETRY)
+            return
+        self.state.set(index, FAILED)
+        task = self.dag.tasks[index]
+        self.failures.append(Failure(result.task_id, task.task_type, result.exit_code,
+                                     self.state.attempt[index], result.stderr_tail,
+                                     result.error))
+        if self.options.keep_going:
+            self.state.skip_descendants(index)
+        else:
+            self._stopping = True
+
+    def _on_job_exit(self, event: JobExit) -> None:
+        index = self._ids.get(event.task_id)
+        if index is None:
+            return
+        if self.state.status[index] == DISPATCHED and self.state.attempt[index] == event.attempt:
+            now = time.time()
+            code = event.returncode if event.returncode >= 0 else 128 - event.returncode
+            self._on_result(TaskResult(
+                task_id=event.task_id, attempt=event.attempt, exit_code=code or 1,
+                started=self.dispatched_at.get(index, now), finished=now, worker="job",
+                error=f"job process exited with status {event.returncode} without a result",
+                model="job"))
+
+    # -- the loop -------------------------------------------------------------------------
+    _stopping = False
+
+    def _block_ms(self) -> int:
+        if not self._retry_at:
+            return 1000
+        wait = min(self._retry_at.values()) - time.monotonic()
+        return max(1, min(1000, int(wait * 1000)))
+
+    def run(self) -> RunOutcome:
+        started = time.time()
+        self._persist(started)
+        interrupted = False
+        cancelled = 0
+        try:
+            while not self.state.finished and not self._stopping:
+                self._dispatch_ready()
+                if self.state.finished or self._stopping:
+                    break
+                for event in self.reader.read(block_ms=self._block_ms()):
+                    if isinstance(event, JobExit):
+                        self._on_job_exit(event)
+                    else:
+                        self._on_result(event)
+                if self.on_progress:
+                    self.on_progress(self)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if not self.state.finished:
+                cancelled = self.cancel()
+        return RunOutcome(self.run_id, self.state, started, time.time(), self.failures,
+                          interrupted, cancelled)
+
+    def cancel(self) -> int:
+        """Stop this run: queued pool tasks are skipped by workers, job processes killed."""
+        with contextlib.suppress(redis.RedisError):
+            self.client.set(cancel_key(self.run_id), b"1", ex=7 * 24 * 3600)
+        self.jobs.terminate_all()
+        return self.state.in_flight()
+
+    def _persist(self, started: float) -> None:
+        """Record the run id and stream in the work dir (what ``--resume`` will read)."""
+        meta = self.options.work_dir / ".hyperpool"
+        try:
+            meta.mkdir(exist_ok=True)
+            (meta / "last-run.json").write_text(json.dumps(
+                {"run_id": self.run_id, "stream": self.stream, "started": started,
+                 "tasks": len(self.dag.tasks)}))
+        except OSError:
+            pass
+
+
+__all__ = ["Engine", "RunOptions", "RunOutcome", "Failure", "SKIPPED", "new_run_id"]

@@ -1,0 +1,45 @@
+"""The job model's executor: one message, one process (``hyperpool execute``).
+
+Locally the engine starts one such process per task; on Kubernetes a ``batch/v1`` Job runs
+the same command. The result goes to the run's completion stream exactly like a pool
+worker's, so the engine cannot tell the models apart.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from hyperpool.errors import ConfigError
+from hyperpool.executor.results import report
+from hyperpool.executor.runner import run_message
+from hyperpool.models import TaskMessage, describe_validation_error
+from hyperpool.services import check_redis
+from hyperpool.settings import Settings
+
+
+def parse_message(text: str, *, source: str = "task message") -> TaskMessage:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                          source=source) from None
+    try:
+        return TaskMessage.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc), source=source) from None
+
+
+def execute_once(settings: Settings, text: str, *, reply_to: str | None, attempt: int = 1,
+                 model: str = "job") -> int:
+    """Run the message; report to ``reply_to`` if given; return the command's exit code."""
+    message = parse_message(text)
+    client = check_redis(settings) if reply_to else None
+    result = run_message(message, default_work_dir=settings.work_dir, attempt=attempt,
+                         model=model, new_session=False)
+    if client is not None and reply_to:
+        report(client, reply_to, result)
+    if result.error:
+        print(f"hyperpool execute: {result.error}", flush=True)
+    return result.exit_code

@@ -1,0 +1,76 @@
+"""The completion stream: how results travel back to the engine.
+
+Each workflow run owns one Redis stream. Pool workers and job-model processes ``XADD`` their
+result to it; the engine blocks on ``XREAD`` of that single stream. This replaces Celery's
+result backend, which subscribes once per task, and it persists: an engine that crashed can
+re-read the stream on ``--resume`` and learn what finished while it was away. Results carry
+the task id, so a redelivered task reporting twice is recognised and counted once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import redis
+
+from hyperpool.models import TaskResult
+
+STREAM_TTL_SECONDS = 7 * 24 * 3600
+FIELD = b"r"
+EXIT_FIELD = b"x"
+
+
+@dataclass(frozen=True)
+class JobExit:
+    """Written by the engine when a job-model process exits, *after* anything it reported.
+
+    Stream order therefore tells the engine whether the process reported a result before
+    dying; if not, the exit status becomes the task's (failed) result.
+    """
+
+    task_id: str
+    attempt: int
+    returncode: int
+
+
+def run_stream(run_id: str) -> str:
+    return f"hyperpool:run:{run_id}:results"
+
+
+def cancel_key(run_id: str) -> str:
+    return f"hyperpool:run:{run_id}:cancelled"
+
+
+def report(client: redis.Redis, stream: str, result: TaskResult) -> None:
+    """Append ``result`` to ``stream`` (and keep the stream alive for a week)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.xadd(stream, {FIELD: result.model_dump_json()})
+    pipe.expire(stream, STREAM_TTL_SECONDS)
+    pipe.execute()
+
+
+def report_job_exit(client: redis.Redis, stream: str, event: JobExit) -> None:
+    client.xadd(stream, {EXIT_FIELD: json.dumps(event.__dict__)})
+
+
+@dataclass
+class ResultReader:
+    """Reads one run's stream from ``last_id`` on, blocking without polling."""
+
+    client: redis.Redis
+    stream: str
+    last_id: str = "0-0"
+
+    def read(self, block_ms: int | None = 1000, count: int = 1000) -> list[TaskResult | JobExit]:
+        """Events after ``last_id``; blocks up to ``block_ms`` (``None``: don't block)."""
+        reply = self.client.xread({self.stream: self.last_id}, count=count, block=block_ms)
+        events: list[TaskResult | JobExit] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                self.last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                if FIELD in fields:
+                    events.append(TaskResult.model_validate_json(fields[FIELD]))
+                elif EXIT_FIELD in fields:
+                    events.append(JobExit(**json.loads(fields[EXIT_FIELD])))
+        return events

@@ -1,0 +1,136 @@
+"""Run one task message as a command and describe what happened.
+
+The runner knows nothing about Celery or Redis: the pool task and the job-model
+``hyperpool execute`` both call :func:`run_message`, so both models behave identically.
+``args`` are passed as a list (no shell) unless ``shell: true``, exactly as HyperFlow's job
+executor does; a non-zero exit is a result, not an exception; a missing executable is a
+failed result with a clear error (exit code 127, like a shell).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from hyperpool.models import STDERR_TAIL_BYTES, TaskMessage, TaskResult
+
+LOG_DIR = "logs-hf"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]+")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _log_stem(message: TaskMessage, attempt: int) -> str:
+    task = _UNSAFE.sub("_", message.taskId or "task") or "task"
+    return f"{task}.{attempt}"
+
+
+def _tail(path: Path, limit: int = STDERR_TAIL_BYTES) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _copy_into(log: Path, target: Path, *, append: bool) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("rb") as src, target.open("ab" if append else "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
+def command_line(message: TaskMessage) -> list[str] | str:
+    """What is handed to the OS: an argv list, or one string for ``shell: true``."""
+    if message.shell:
+        # HyperFlow joins executable and args with spaces and lets the shell parse them.
+        return " ".join([message.executable, *message.args])
+    return [message.executable, *message.args]
+
+
+def run_message(
+    message: TaskMessage,
+    *,
+    default_work_dir: str,
+    attempt: int = 1,
+    model: str = "pool",
+    new_session: bool = True,
+) -> TaskResult:
+    """Execute ``message`` to completion and return its :class:`TaskResult`.
+
+    Pool workers start the command in its own session so a Ctrl-C meant for the worker (warm
+    shutdown) does not kill the task; a job-model process keeps it in its process group so
+    the engine can stop the whole job with one signal.
+    """
+    started = time.time()
+    work_dir = Path(message.work_dir or default_work_dir)
+    task_id = message.taskId or "task"
+    stub = getattr(message, "stub_sleep", None)
+    if stub is not None:
+        # Stub mode (--stub-sleep): the real workflow shape without its executables.
+        time.sleep(float(stub))
+        return TaskResult(task_id=task_id, attempt=attempt, exit_code=0, started=started,
+                          finished=time.time(), worker=worker_name(), model=model)
+    logs = work_dir / LOG_DIR
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _failed(task_id, attempt, started, model, 1,
+                       f"cannot use work dir {work_dir}: {exc}")
+    stem = _log_stem(message, attempt)
+    out_log, err_log = logs / f"{stem}.stdout", logs / f"{stem}.stderr"
+    argv = command_line(message)
+    with out_log.open("wb") as out, err_log.open("wb") as err:
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - argv list, shell only when asked
+                argv, cwd=work_dir, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                shell=message.shell, start_new_session=new_session,
+                executable="/bin/sh" if message.shell else None,
+            )
+        except FileNotFoundError:
+            return _failed(task_id, attempt, started, model, 127,
+                           f"executable not found: {message.executable!r} (cwd {work_dir})")
+        except PermissionError:
+            return _failed(task_id, attempt, started, model, 126,
+                           f"executable not runnable: {message.executable!r} (permission denied)")
+        except OSError as exc:
+            return _failed(task_id, attempt, started, model, 126,
+                           f"cannot start {message.executable!r}: {exc}")
+        code = proc.wait()
+    for name, log, append in (
+        (message.stdout, out_log, False), (message.stdoutAppend, out_log, True),
+        (message.stderr, err_log, False), (message.stderrAppend, err_log, True),
+    ):
+        if name:
+            _copy_into(log, work_dir / name, append=append)
+    finished = time.time()
+    # A negative return code means "killed by signal N"; report it the way shells do.
+    exit_code = code if code >= 0 else 128 - code
+    error = None if code >= 0 else f"killed by signal {-code}"
+    return TaskResult(
+        task_id=task_id, attempt=attempt, exit_code=exit_code, started=started, finished=finished,
+        worker=worker_name(), stderr_tail=_tail(err_log), error=error, model=model,
+    )
+
+
+def _failed(task_id: str, attempt: int, started: float, model: str, code: int, error: str
+            ) -> TaskResult:
+    return TaskResult(task_id=task_id, attempt=attempt, exit_code=code, started=started,
+                      finished=time.time(), worker=worker_name(), stderr_tail=error,
+                      error=error, model=model)
+
+
+def describe(message: TaskMessage) -> str:
+    """A copy-pasteable rendering of the command for logs."""
+    line = command_line(message)
+    return line if isinstance(line, str) else shlex.join(line)

@@ -1,0 +1,88 @@
+"""``hyperpool.run``: the one Celery task every pool executes.
+
+It validates the HyperFlow job message, skips it if its workflow run was cancelled, runs the
+command and appends the result to the run's completion stream. Failures that our code did not
+expect dead-letter the message (see ``app.py``); an invalid message is reported to the engine
+as failed and dead-lettered at once, because redelivering it cannot help.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.exceptions import Reject
+from pydantic import ValidationError
+
+from hyperpool.executor.results import cancel_key, report
+from hyperpool.executor.runner import describe, run_message, worker_name
+from hyperpool.models import TaskMessage, TaskResult, describe_validation_error
+from hyperpool.services import redis_client
+from hyperpool.settings import Settings, load_settings, mask_url
+
+log = logging.getLogger("hyperpool.executor")
+REPORT_RETRY_SECONDS = 120.0
+
+_redis: tuple[int, redis.Redis] | None = None
+
+
+def _client(settings: Settings) -> redis.Redis:
+    """One Redis client per process (prefork children must not share their parent's socket)."""
+    global _redis
+    if _redis is None or _redis[0] != os.getpid():
+        _redis = (os.getpid(), redis_client(settings))
+    return _redis[1]
+
+
+def _report(settings: Settings, stream: str, result: TaskResult) -> None:
+    """Deliver ``result``; if Redis stays down, requeue the message rather than lose it."""
+    deadline = time.monotonic() + REPORT_RETRY_SECONDS
+    delay = 0.2
+    while True:
+        try:
+            report(_client(settings), stream, result)
+            return
+        except (redis.RedisError, OSError) as exc:
+            if time.monotonic() > deadline:
+                log.error("task %s: cannot report to Redis %s: %s; requeueing", result.task_id,
+                          mask_url(settings.redis_url), exc)
+                raise Reject(f"result not delivered: {exc}", requeue=True) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def execute(settings: Settings, message: dict[str, Any], reply_to: str | None, attempt: int,
+            run_id: str | None) -> dict[str, Any] | None:
+    task_id = message.get("taskId") if isinstance(message, dict) else None
+    try:
+        msg = TaskMessage.model_validate(message)
+    except ValidationError as exc:
+        problem = describe_validation_error(exc)
+        log.error("task %s: invalid task message (%s); dead-lettering", task_id, problem)
+        if reply_to and task_id:
+            now = time.time()
+            _report(settings, reply_to, TaskResult(
+                task_id=str(task_id), attempt=attempt, exit_code=-1, started=now, finished=now,
+                worker=worker_name(), error=f"invalid task message: {problem}"))
+        raise Reject(f"invalid task message: {problem}", requeue=False) from None
+    if run_id and _client(settings).exists(cancel_key(run_id)):
+        log.info("task %s: run %s was cancelled; skipping", msg.taskId, run_id)
+        return None
+    log.debug("task %s: %s", msg.taskId, describe(msg))
+    result = run_message(msg, default_work_dir=settings.work_dir, attempt=attempt)
+    if reply_to:
+        _report(settings, reply_to, result)
+    return None
+
+
+def register(app: Celery) -> None:
+    """Register ``hyperpool.run`` on ``app`` (the worker's and the publisher's app)."""
+    @app.task(name="hyperpool.run", ignore_result=True)
+    def run(message: dict[str, Any], reply_to: str | None = None, attempt: int = 1,
+            run_id: str | None = None) -> dict[str, Any] | None:
+        settings: Settings = app.conf.get("hyperpool_settings") or load_settings()
+        return execute(settings, message, reply_to, attempt, run_id)

@@ -1,0 +1,89 @@
+"""Which task types run in a pool, and the queue each pool consumes.
+
+Engine and pools must compute the same queue name or tasks wait forever in a queue nobody
+reads, so both call :func:`queue_for` (the engine with an executionModels entry, a WorkerPool
+with its spec): ``<namespace>.<taskType>`` unless ``queue``/``queueName`` overrides it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hyperpool.errors import ConfigError
+from hyperpool.models import ExecutionModel, WorkerPoolSpec, validate
+
+EXECUTION_MODELS_FILE = "workflow.config.executionModels.json"
+
+
+def queue_for(task_type: str, namespace: str, override: str | None = None) -> str:
+    """The queue a task type's pool consumes in ``namespace``."""
+    return override or f"{namespace}.{task_type}"
+
+
+def pool_queue(spec: WorkerPoolSpec, namespace: str) -> str:
+    """The queue of a WorkerPool (its ``queueName`` wins, as in the seed)."""
+    return queue_for(spec.taskType, namespace, spec.queueName)
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Task type -> queue for pooled types; everything else runs in the job model."""
+
+    namespace: str
+    queues: dict[str, str]
+
+    def queue(self, task_type: str) -> str | None:
+        """The queue for ``task_type``, or ``None`` when it runs in the job model."""
+        return self.queues.get(task_type)
+
+    def model(self, task_type: str) -> str:
+        return "pool" if task_type in self.queues else "job"
+
+
+def parse_execution_models(data: object, *, source: str) -> list[ExecutionModel]:
+    """Validate the parsed JSON of an executionModels file."""
+    if not isinstance(data, list):
+        raise ConfigError(
+            f"expected a JSON list of {{\"name\": taskType}} entries, got {type(data).__name__}",
+            source=source,
+        )
+    entries: list[ExecutionModel] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise ConfigError("expected an object with a 'name'", source=source, where=f"[{index}]")
+        if "name" not in item:
+            raise ConfigError("entry has no 'name'", source=source, where=f"[{index}]")
+        entry = validate(ExecutionModel, item, source=source, where=f"[{index}]")
+        if entry.name in seen:
+            raise ConfigError(
+                f"duplicate task type {entry.name!r} (also entry [{seen[entry.name]}])",
+                source=source,
+                where=f"[{index}].name",
+            )
+        seen[entry.name] = index
+        entries.append(entry)
+    return entries
+
+
+def build_routing(entries: Iterable[ExecutionModel], namespace: str) -> Routing:
+    return Routing(namespace, {e.name: queue_for(e.name, namespace, e.queue) for e in entries})
+
+
+def load_routing(work_dir: str | Path, namespace: str) -> Routing:
+    """Read ``workflow.config.executionModels.json`` from ``work_dir`` (absent: all jobs)."""
+    path = Path(work_dir) / EXECUTION_MODELS_FILE
+    if not path.exists():
+        return Routing(namespace, {})
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", source=str(path)
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
+    return build_routing(parse_execution_models(data, source=str(path)), namespace)
