@@ -1,0 +1,36 @@
+# The two commands of the README: `make run` (the main job) and `make test` (the suite).
+# Both set everything up on a fresh machine and are idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test setup services lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+services:
+	bash configs/services.sh
+
+lint: setup
+	$(BIN)/ruff check hyperpool tests bench examples
+
+test: setup services
+	$(BIN)/ruff check hyperpool tests bench examples
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+run: setup services
+	$(BIN)/python examples/demo.py
+
+bench: setup services
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,131 @@
+"""Shared fixtures: real RabbitMQ and Redis, unique queue names, real worker processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+
+from hyperpool.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+WORKFLOWS = REPO.parent / "shared" / "workflows"
+MGMT = "http://127.0.0.1:15672/api"
+
+
+def management(method: str, path: str) -> object:
+    """Call the RabbitMQ management API as guest (tests only)."""
+    req = urllib.request.Request(f"{MGMT}{path}", method=method)
+    token = base64.b64encode(b"guest:guest").decode()
+    req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+    return json.loads(body) if body else None
+
+
+def queue_info(name: str) -> dict[str, object] | None:
+    return management("GET", f"/queues/%2F/{urllib.parse.quote(name, safe='')}")  # type: ignore
+
+
+def delete_queue(name: str) -> None:
+    management("DELETE", f"/queues/%2F/{urllib.parse.quote(name, safe='')}")
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A namespace of its own per test; its queues are deleted afterwards."""
+    ns = f"t{uuid.uuid4().hex[:10]}"
+    yield ns
+    for queue in management("GET", "/queues/%2F?columns=name") or []:
+        name = queue["name"]  # type: ignore[index]
+        if name.startswith(ns + "."):
+            delete_queue(name)
+
+
+@pytest.fixture
+def settings(namespace: str, tmp_path: Path) -> Settings:
+    env = dict(os.environ, HYPERPOOL_NAMESPACE=namespace, HYPERPOOL_WORK_DIR=str(tmp_path))
+    return load_settings(env)
+
+
+@pytest.fixture
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url("redis://127.0.0.1:6379/0")
+
+
+@dataclass
+class WorkerProc:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    queue: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def hyperpool_env(namespace: str, work_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, HYPERPOOL_NAMESPACE=namespace, HYPERPOOL_WORK_DIR=str(work_dir),
+               PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def start_worker(namespace: str, tmp_path: Path):
+    """Start real ``hyperpool worker`` processes; all are killed at the end of the test."""
+    started: list[WorkerProc] = []
+
+    def start(queue: str, *, concurrency: int = 1, work_dir: Path | None = None,
+              wait: bool = True, **env: str) -> WorkerProc:
+        log = tmp_path / f"worker-{len(started)}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hyperpool", "worker", "-Q", queue, "-c", str(concurrency),
+             "-l", "INFO"],
+            env=hyperpool_env(namespace, work_dir or tmp_path, **env), cwd=work_dir or tmp_path,
+            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        handle = WorkerProc(proc, log, queue)
+        started.append(handle)
+        if wait:
+            wait_for(lambda: "ready." in handle.text() or proc.poll() is not None,
+                     what=f"worker on {queue}")
+            assert proc.poll() is None, handle.text()
+        return handle
+
+    yield start
+    for handle in started:
+        if handle.proc.poll() is None:
+            handle.proc.send_signal(signal.SIGKILL)
+        handle.proc.wait()

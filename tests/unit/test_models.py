@@ -1,0 +1,109 @@
+from decimal import Decimal
+
+import pytest
+import yaml
+
+from hyperpool.errors import ConfigError
+from hyperpool.models import TaskMessage, WorkerPool, WorkerPoolSpec, validate
+from hyperpool.quantities import format_bytes, format_cpu, parse_quantity
+from tests.conftest import REPO
+
+SEED_MANIFEST = """
+apiVersion: hyperflow.agh.edu.pl/v1
+kind: WorkerPool
+metadata:
+  name: mproject
+spec:
+  taskType: mProject
+  image: kjanecki/montage2-amqp:latest
+  rabbitHostname: rabbitmq.default
+  prometheusUrl: http://monitoring-prometheus.default:9090
+  redisUrl: redis://redis:6379
+  minReplicaCount: 0
+  maxReplicaCount: 50
+  initialResources:
+    requests:
+      cpu: "0.5"
+      memory: "524288000"
+    limits:
+      cpu: "0.5"
+      memory: "524288000"
+"""
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("0.5", Decimal("0.5")), ("500m", Decimal("0.5")), ("524288000", Decimal(524288000)),
+    ("512Mi", Decimal(512 * 2**20)), ("1G", Decimal(10**9)), ("2", Decimal(2)),
+    ("1e3", Decimal(1000)), ("1.5Gi", Decimal(int(1.5 * 2**30))), (".5", Decimal("0.5")),
+    (3, Decimal(3)),
+])
+def test_quantities_parse(text, expected):
+    assert parse_quantity(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "-1", "1.2.3", "5 Mi", "1mi", "Mi", True])
+def test_bad_quantities_are_rejected(bad):
+    with pytest.raises(ValueError):
+        parse_quantity(bad)
+
+
+def test_quantity_formatting():
+    assert format_cpu(Decimal("0.5")) == "500m"
+    assert format_cpu(2) == "2"
+    assert format_bytes(512 * 2**20) == "512Mi"
+    assert format_bytes(524288000) == "500Mi"
+    assert format_bytes(1000) == "1000"
+
+
+def test_seed_manifest_validates_unchanged():
+    pool = WorkerPool.model_validate(yaml.safe_load(SEED_MANIFEST))
+    spec = pool.spec
+    assert spec.taskType == "mProject" and spec.queueName is None
+    assert spec.initialResources.requests.cpu_cores == Decimal("0.5")
+    assert spec.initialResources.requests.memory_bytes == Decimal(524288000)
+
+
+def test_spec_defaults():
+    spec = WorkerPoolSpec(taskType="mDiffFit")
+    assert (spec.minReplicaCount, spec.maxReplicaCount) == (0, 50)
+
+
+@pytest.mark.parametrize("change,fragment", [
+    ({"minReplicaCount": -1}, "spec.minReplicaCount"),
+    ({"minReplicaCount": 9, "maxReplicaCount": 3}, "must not exceed maxReplicaCount"),
+    ({"maxReplicas": 3}, "spec.maxReplicas: unknown field"),
+    ({"initialResources": {"requests": {"cpu": "lots"}}}, "spec.initialResources.requests.cpu"),
+    ({"initialResources": {"requests": {"memory": "12XB"}}}, "not a Kubernetes quantity"),
+])
+def test_bad_specs_name_file_and_field(change, fragment):
+    doc = yaml.safe_load(SEED_MANIFEST)
+    doc["spec"].update(change)
+    with pytest.raises(ConfigError) as err:
+        validate(WorkerPool, doc, source="pools.yaml")
+    assert str(err.value).startswith("pools.yaml: ")
+    assert fragment in str(err.value)
+
+
+def test_task_message_keeps_unknown_fields_and_stringifies_args():
+    msg = TaskMessage.model_validate({"executable": "mProjectPP", "args": ["-x", 0.9, 3],
+                                      "customField": {"a": 1}, "taskId": "t1"})
+    assert msg.args == ["-x", "0.9", "3"]
+    assert msg.model_dump()["customField"] == {"a": 1}
+    assert msg.shell is False
+
+
+@pytest.mark.parametrize("bad", [
+    {"args": ["x"]}, {"executable": ""}, {"executable": "ls", "args": "not-a-list"},
+    {"executable": "ls", "stdout": "../escape"}, {"executable": "ls", "stderr": "/etc/passwd"},
+    {"executable": "ls", "shell": "maybe"},
+])
+def test_invalid_task_messages(bad):
+    with pytest.raises(ConfigError):
+        validate(TaskMessage, bad, source="message")
+
+
+def test_example_pool_configs_validate():
+    for path in (REPO / "configs").glob("*pools*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                validate(WorkerPool, doc, source=str(path))
