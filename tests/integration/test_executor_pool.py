@@ -1,0 +1,150 @@
+"""Executor pools on the real RabbitMQ and Redis, with real ``hyperpool worker`` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from hyperpool.executor.app import create_app
+from hyperpool.executor.publisher import Publisher
+from hyperpool.executor.queues import dead_letter_queue_name, task_queue
+from hyperpool.executor.results import ResultReader, run_stream
+from hyperpool.models import TaskMessage, TaskResult
+from tests.conftest import hyperpool_env, queue_info, wait_for
+
+
+class Run:
+    """Publish messages to one queue and collect their results from a fresh stream."""
+
+    def __init__(self, settings, redis_client, queue):
+        self.queue = queue
+        self.stream = run_stream(f"test-{uuid.uuid4().hex}")
+        self.publisher = Publisher(settings)
+        self.reader = ResultReader(redis_client, self.stream)
+        self.redis = redis_client
+        self.results: dict[str, TaskResult] = {}
+
+    def send(self, task_id, **fields):
+        msg = TaskMessage.model_validate({"taskId": task_id, **fields})
+        self.publisher.publish(self.queue, msg, reply_to=self.stream)
+
+    def wait(self, *task_ids, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while not set(task_ids) <= set(self.results):
+            assert time.monotonic() < deadline, f"no result for {set(task_ids) - set(self.results)}"
+            for result in self.reader.read(block_ms=200):
+                self.results.setdefault(result.task_id, result)
+        return [self.results[t] for t in task_ids]
+
+    def close(self):
+        self.publisher.close()
+        self.redis.delete(self.stream)
+
+
+@pytest.fixture
+def pool_run(settings, redis_client, namespace):
+    run = Run(settings, redis_client, f"{namespace}.work")
+    yield run
+    run.close()
+
+
+def test_command_round_trip(pool_run, start_worker, tmp_path):
+    start_worker(pool_run.queue)
+    pool_run.send("ok", executable="sh", args=["-c", "echo hi; echo warn >&2"], stdout="o.txt",
+                  stderr="e.txt")
+    pool_run.send("fail", executable="sh", args=["-c", "echo broken >&2; exit 3"])
+    pool_run.send("pipe", executable="echo", args=["a", "|", "tr", "a", "b"], shell=True,
+                  stdout="pipe.txt")
+    pool_run.send("nopipe", executable="echo", args=["a", "|", "tr", "a", "b"],
+                  stdout="nopipe.txt")
+    pool_run.send("missing", executable="definitely-not-installed")
+    ok, fail, pipe, nopipe, missing = pool_run.wait("ok", "fail", "pipe", "nopipe", "missing")
+    assert ok.exit_code == 0 and ok.ok and ok.worker and ok.finished >= ok.started
+    assert (tmp_path / "o.txt").read_text() == "hi\n"
+    assert (tmp_path / "e.txt").read_text() == "warn\n"
+    assert ok.stderr_tail == "warn\n"
+    assert (tmp_path / "logs-hf" / "ok.1.stdout").read_text() == "hi\n"
+    assert fail.exit_code == 3 and "broken" in fail.stderr_tail
+    assert (tmp_path / "pipe.txt").read_text() == "b\n"
+    assert (tmp_path / "nopipe.txt").read_text() == "a | tr a b\n"
+    assert missing.exit_code == 127 and "executable not found" in missing.error
+    info = queue_info(pool_run.queue)
+    assert info["arguments"]["x-queue-type"] == "quorum" and info["durable"] is True
+
+
+def test_sigkill_mid_task_is_redelivered_to_another_worker(pool_run, start_worker, tmp_path):
+    first = start_worker(pool_run.queue)
+    script = "echo start >> attempts.txt; sleep 1.5; echo done >> attempts.txt"
+    pool_run.send("k", executable="sh", args=["-c", script])
+    wait_for(lambda: (tmp_path / "attempts.txt").exists(), what="task start")
+    first.signal(signal.SIGKILL)
+    first.proc.wait()
+    start_worker(pool_run.queue)
+    (result,) = pool_run.wait("k", timeout=30)
+    assert result.exit_code == 0
+    assert (tmp_path / "attempts.txt").read_text().count("start") == 2
+
+
+def test_prefork_child_killed_is_requeued(pool_run, start_worker, tmp_path):
+    worker = start_worker(pool_run.queue, concurrency=2)
+    pool_run.send("c", executable="sh", args=["-c", "echo $PPID >> pids.txt; sleep 1"])
+    wait_for(lambda: (tmp_path / "pids.txt").exists(), what="task start")
+    child = int((tmp_path / "pids.txt").read_text().split()[0])
+    assert child != worker.proc.pid
+    os.kill(child, signal.SIGKILL)
+    (result,) = pool_run.wait("c", timeout=30)
+    assert result.exit_code == 0
+    assert len((tmp_path / "pids.txt").read_text().split()) == 2
+
+
+def test_sigterm_lets_the_running_task_finish(pool_run, start_worker, tmp_path):
+    worker = start_worker(pool_run.queue)
+    pool_run.send("long", executable="sh", args=["-c", "touch started; sleep 2; echo fin"],
+                  stdout="long.txt")
+    pool_run.send("next", executable="true")
+    wait_for(lambda: (tmp_path / "started").exists(), what="task start")
+    worker.signal(signal.SIGTERM)
+    (result,) = pool_run.wait("long")
+    assert result.exit_code == 0 and (tmp_path / "long.txt").read_text() == "fin\n"
+    assert worker.proc.wait(timeout=15) == 0
+    assert "next" not in pool_run.results  # a draining worker takes no new task
+    wait_for(lambda: queue_info(pool_run.queue).get("messages_ready") == 1, what="queued next")
+
+
+def test_invalid_message_is_reported_and_dead_lettered(pool_run, start_worker, settings):
+    start_worker(pool_run.queue)
+    app = create_app(settings)
+    app.send_task("hyperpool.run", args=[{"taskId": "bad", "args": "not-a-list"}],
+                  kwargs={"reply_to": pool_run.stream},
+                  queue=task_queue(pool_run.queue), routing_key=pool_run.queue,
+                  exchange="hyperpool")
+    pool_run.send("after", executable="true")
+    bad, after = pool_run.wait("bad", "after")
+    assert "invalid task message" in bad.error and "executable" in bad.error
+    assert after.ok  # the queue is not blocked
+    dead = dead_letter_queue_name(pool_run.queue)
+    wait_for(lambda: (queue_info(dead) or {}).get("messages") == 1, what="dead-lettered message")
+    app.close()
+
+
+@pytest.mark.parametrize("variable,url,service", [
+    ("HYPERPOOL_BROKER_URL", "amqp://guest:topsecret@127.0.0.1:1//", "RabbitMQ"),
+    ("HYPERPOOL_REDIS_URL", "redis://:topsecret@127.0.0.1:1/0", "Redis"),
+])
+def test_unreachable_service_is_one_clear_line(tmp_path, namespace, variable, url, service):
+    env = hyperpool_env(namespace, tmp_path, HYPERPOOL_CONNECT_TIMEOUT="2", **{variable: url})
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "hyperpool", "worker", "-Q", f"{namespace}.x"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 3
+    assert time.monotonic() - started < 15
+    err = proc.stderr.strip()
+    assert f"cannot reach {service} at" in err and "****" in err
+    assert "topsecret" not in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
