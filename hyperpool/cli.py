@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="hyperpool", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        click.echo("hyperpool: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

@@ -1,0 +1,215 @@
+"""The workflow engine end to end: real workflows, real pools, real job processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from hyperpool.engine.dag import build_dag
+from hyperpool.engine.loader import load_workflow
+from hyperpool.engine.run import Engine, RunOptions
+from hyperpool.engine.state import DONE
+from hyperpool.executor.publisher import Publisher
+from hyperpool.models import TaskResult
+from hyperpool.routing import EXECUTION_MODELS_FILE, load_routing
+from tests.conftest import WORKFLOWS, hyperpool_env, wait_for
+
+POOLED = {
+    "legacy-montage-0.25-43": ["mProjectPP", "mDiffFit", "mBackground"],
+    "legacy-montage-1.0-469": ["mProjectPP", "mDiffFit", "mBackground"],
+    "legacy-montage-2.0-1482": ["mProjectPP", "mDiffFit", "mBackground"],
+    "montage-0.25-44": ["mDiffFit"],
+    "montage143-143": ["mProjectPP", "mBackground"],
+    "remotejobs-2": ["RemoteJobWithPipes"],
+    "soykb-52": ["haplotype_caller", "genotype_gvcfs"],
+}
+
+
+def workdir_for(tmp_path: Path, workflow: dict | str, pooled: list[str]) -> Path:
+    work = tmp_path / "wf"
+    work.mkdir()
+    if isinstance(workflow, str):
+        shutil.copy(WORKFLOWS / f"{workflow}.workflow.json", work / "workflow.json")
+    else:
+        (work / "workflow.json").write_text(json.dumps(workflow))
+    (work / EXECUTION_MODELS_FILE).write_text(json.dumps([{"name": n} for n in pooled]))
+    return work
+
+
+def run_cli(work: Path, namespace: str, *args: str, timeout: float = 240,
+            **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hyperpool", "run", str(work), *args],
+        env=hyperpool_env(namespace, work, HF_VAR_function="command", **env),
+        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("name", sorted(POOLED))
+def test_real_workflows_complete_with_stubs(name, tmp_path, namespace, start_worker):
+    work = workdir_for(tmp_path, name, POOLED[name])
+    for task_type in POOLED[name]:
+        start_worker(f"{namespace}.{task_type}", concurrency=2, work_dir=work)
+    proc = run_cli(work, namespace, "--stub-sleep", "0", "--max-jobs", "4",
+                   "--json-summary", str(tmp_path / "s.json"))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    total = len(build_dag(load_workflow(work, env={"HF_VAR_function": "x"})).tasks)
+    assert summary["tasks_total"] == summary["succeeded"] == total
+    assert summary["failed"] == 0 and summary["not_run"] == 0
+    per_type = summary["per_task_type"]
+    for task_type in POOLED[name]:
+        assert per_type[task_type]["model"] == "pool"
+        assert per_type[task_type]["queue"] == f"{namespace}.{task_type}"
+    assert any(v["model"] == "job" for v in per_type.values())
+    assert set(summary) >= {"tasks_total", "succeeded", "failed", "makespan_seconds"}
+
+
+def test_completion_order_respects_the_dag(tmp_path, namespace, start_worker, settings,
+                                           redis_client):
+    work = workdir_for(tmp_path, "montage143-143", ["mProjectPP", "mDiffFit", "mBackground"])
+    for task_type in ("mProjectPP", "mDiffFit", "mBackground"):
+        start_worker(f"{namespace}.{task_type}", concurrency=2, work_dir=work)
+    dag = build_dag(load_workflow(work, env={"HF_VAR_function": "command"}))
+    routing = load_routing(work, namespace)
+    publisher = Publisher(settings)
+    engine = Engine(dag, routing, settings, RunOptions(work_dir=work, stub_sleep=0.01),
+                    redis_client, publisher)
+    outcome = engine.run()
+    publisher.close()
+    assert outcome.ok and outcome.state.counts[DONE] == 143
+    results = outcome.state.results
+    for task in dag.tasks:
+        for dep in task.deps:
+            assert results[task.index].started >= results[dep].finished, (
+                f"{task.task_type}#{task.index} started before {dag.tasks[dep].task_type}")
+    models = {r.model for r in results.values()}
+    assert models == {"pool", "job"}
+
+
+def chain(*steps: tuple[str, dict]) -> dict:
+    """A linear workflow: step i consumes signal i and produces signal i+1."""
+    processes = [{"name": name, "ins": [i], "outs": [i + 1], "config": {"executor": executor}}
+                 for i, (name, executor) in enumerate(steps)]
+    signals = [{"name": f"s{i}"} for i in range(len(steps) + 1)]
+    return {"name": "chain", "processes": processes, "signals": signals, "ins": [0]}
+
+
+def test_failure_stops_the_run_with_a_report(tmp_path, namespace, start_worker):
+    wf = chain(("prep", {"executable": "true"}),
+               ("crunch", {"executable": "sh", "args": ["-c", "echo 'bad pixel' >&2; exit 4"]}),
+               ("never", {"executable": "touch", "args": ["never-ran"]}))
+    work = workdir_for(tmp_path, wf, ["crunch"])
+    start_worker(f"{namespace}.crunch", work_dir=work)
+    proc = run_cli(work, namespace, "--json-summary", str(tmp_path / "s.json"))
+    assert proc.returncode == 1
+    assert "task crunch (" in proc.stderr and "exit code 4" in proc.stderr
+    assert "bad pixel" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (work / "never-ran").exists()
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert (summary["succeeded"], summary["failed"], summary["not_run"]) == (1, 1, 1)
+
+
+def test_job_model_failure_report(tmp_path, namespace):
+    wf = chain(("only", {"executable": "no-such-tool-here"}))
+    work = workdir_for(tmp_path, wf, [])
+    proc = run_cli(work, namespace)
+    assert proc.returncode == 1
+    assert "executable not found: 'no-such-tool-here'" in proc.stderr
+
+
+def test_retries_with_backoff(tmp_path, namespace, start_worker):
+    flaky = {"executable": "sh", "args": ["-c", "echo x >> tries; [ $(wc -l < tries) -ge 3 ]"]}
+    work = workdir_for(tmp_path, chain(("flaky", flaky)), ["flaky"])
+    start_worker(f"{namespace}.flaky", work_dir=work)
+    proc = run_cli(work, namespace, "--attempts", "2", "--backoff", "0.1")
+    assert proc.returncode == 1 and "after 2 attempt(s)" in proc.stderr
+    (work / "tries").unlink()
+    started = time.monotonic()
+    proc = run_cli(work, namespace, "--attempts", "3", "--backoff", "0.3")
+    assert proc.returncode == 0, proc.stderr
+    assert (work / "tries").read_text().count("x") == 3
+    assert time.monotonic() - started >= 0.9  # backoff 0.3 s, then 0.6 s
+
+
+def test_keep_going_runs_independent_branches(tmp_path, namespace):
+    wf = {"processes": [
+        {"name": "bad", "ins": [0], "outs": [1], "config": {"executor": {"executable": "false"}}},
+        {"name": "after_bad", "ins": [1], "outs": [], "config": {"executor": {
+            "executable": "touch", "args": ["after_bad"]}}},
+        {"name": "good", "ins": [0], "outs": [], "config": {"executor": {
+            "executable": "touch", "args": ["good"]}}}],
+        "signals": [{"name": "in", "data": [{}]}, {"name": "mid"}]}
+    work = workdir_for(tmp_path, wf, [])
+    proc = run_cli(work, namespace, "--keep-going", "--json-summary", str(tmp_path / "s.json"))
+    assert proc.returncode == 1
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert (summary["succeeded"], summary["failed"], summary["skipped"]) == (1, 1, 1)
+    assert (work / "good").exists() and not (work / "after_bad").exists()
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("{\"processes\": [", "malformed JSON"),
+    (json.dumps({"processes": [{"name": "a", "function": "{{missing}}"}], "signals": []}),
+     "unknown variable {{missing}}"),
+    (json.dumps(chain(("a", {"executable": "x"}))).replace("\"ins\": [0]", "\"ins\": [7]"),
+     "signal index 7 does not exist"),
+])
+def test_bad_workflows_are_clear_errors(tmp_path, namespace, content, fragment):
+    work = tmp_path / "wf"
+    work.mkdir()
+    (work / "workflow.json").write_text(content)
+    proc = run_cli(work, namespace)
+    assert proc.returncode == 2
+    assert fragment in proc.stderr and str(work / "workflow.json") in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_stops_cleanly(tmp_path, namespace, start_worker):
+    marker = f"hyperpool-test-{namespace}"
+    wf = {"processes": [
+        {"name": "slowjob", "ins": [0], "outs": [], "config": {"executor": {
+            "executable": sys.executable,
+            "args": ["-c", "open('job-started', 'w'); import time; time.sleep(60)", marker]}}},
+        {"name": "pooled", "ins": [1], "outs": [], "config": {"executor": {
+            "executable": "sh", "args": ["-c", "touch pool-$(date +%s%N); sleep 2"]}}}],
+        "signals": [{"name": "a", "data": [{}]}, {"name": "b", "data": [{}] * 4}]}
+    wf["processes"][1]["firingLimit"] = 4
+    work = workdir_for(tmp_path, wf, ["pooled"])
+    start_worker(f"{namespace}.pooled", work_dir=work)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hyperpool", "run", str(work)],
+        env=hyperpool_env(namespace, work), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    wait_for(lambda: (work / "job-started").exists(), what="job start")
+    wait_for(lambda: list(work.glob("pool-*")), what="first pool task")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    time.sleep(0.5)
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+    assert leftovers == []
+    time.sleep(3)  # the running pool task finishes; the 3 queued ones are skipped, not run
+    assert len(list(work.glob("pool-*"))) == 1
+
+
+def test_duplicate_completion_is_counted_once(tmp_path, namespace, settings, redis_client):
+    work = workdir_for(tmp_path, chain(("a", {"executable": "true"})), [])
+    dag = build_dag(load_workflow(work, env={}))
+    engine = Engine(dag, load_routing(work, namespace), settings, RunOptions(work_dir=work),
+                    redis_client)
+    outcome = engine.run()
+    assert outcome.ok
+    again = TaskResult(task_id=engine.task_id(dag.tasks[0]), exit_code=0, started=0,
+                       finished=1, worker="w", model="job")
+    engine._on_result(again)
+    engine._on_result(again)
+    assert engine.state.duplicates == 2 and engine.state.counts[DONE] == 1
