@@ -64,9 +64,10 @@ def worker(queue: str | None, concurrency: int, loglevel: str) -> None:
 @click.option("--message-json", help="The task message JSON itself.")
 @click.option("--reply-to", help="Completion stream to report the result to.")
 @click.option("--attempt", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--run-id", help="Workflow run the task belongs to (skip if cancelled or done).")
 @click.option("--model", default="job", show_default=True, hidden=True)
 def execute(message_file: str | None, message_json: str | None, reply_to: str | None,
-            attempt: int, model: str) -> None:
+            attempt: int, run_id: str | None, model: str) -> None:
     """Run one task message in this process (the job model) and exit with its exit code."""
     from hyperpool.executor.job import execute_once
 
@@ -80,7 +81,7 @@ def execute(message_file: str | None, message_json: str | None, reply_to: str | 
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc}", source=source) from None
     code = execute_once(load_settings(), message_json, reply_to=reply_to, attempt=attempt,
-                        model=model)
+                        model=model, run_id=run_id)
     sys.exit(code)
 
 

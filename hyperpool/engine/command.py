@@ -10,7 +10,7 @@ import click
 from hyperpool.engine.dag import build_dag
 from hyperpool.engine.loader import load_workflow
 from hyperpool.engine.report import Progress, failure_report, summary, write_summary
-from hyperpool.engine.run import Engine, RunOptions
+from hyperpool.engine.run import Engine, RunOptions, last_run
 from hyperpool.errors import ConfigError, WorkflowFailed
 from hyperpool.executor.publisher import Publisher
 from hyperpool.routing import load_routing
@@ -30,10 +30,13 @@ from hyperpool.settings import load_settings
               help="Seconds before the first retry; doubles for each further one.")
 @click.option("--stub-sleep", type=click.FloatRange(0), metavar="SECONDS",
               help="Replace every executable by a stub sleeping SECONDS (for tests/benchmarks).")
+@click.option("--resume", is_flag=True,
+              help="Continue the last run in WORKDIR: finished tasks are not run again.")
 @click.option("--json-summary", type=click.Path(dir_okay=False, path_type=Path),
               help="Write {tasks_total, succeeded, failed, makespan_seconds, ...} here.")
 def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, attempts: int,
-        backoff: float, stub_sleep: float | None, json_summary: Path | None) -> None:
+        backoff: float, stub_sleep: float | None, resume: bool, json_summary: Path | None
+        ) -> None:
     """Run the HyperFlow workflow in WORKDIR (workflow.json + optional executionModels)."""
     if not workdir.is_dir():
         raise ConfigError("no such directory", source=str(workdir))
@@ -48,12 +51,17 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
         check_broker(settings)
         publisher = Publisher(settings)
     options = RunOptions(work_dir=workdir, max_jobs=max_jobs, keep_going=keep_going,
-                         attempts=attempts, backoff=backoff, stub_sleep=stub_sleep)
+                         attempts=attempts, backoff=backoff, stub_sleep=stub_sleep,
+                         run_id=last_run(workdir, dag) if resume else None)
     progress = Progress()
     engine = Engine(dag, routing, settings, options, client, publisher, on_progress=progress)
     click.echo(f"hyperpool: run {engine.run_id}: {len(dag.tasks)} tasks "
                f"({sum(routing.model(t.task_type) == 'pool' for t in dag.tasks)} in pools, "
                f"the rest in the job model)", err=True)
+    if resume:
+        done, adopted = engine.resume()
+        click.echo(f"hyperpool: resuming: {done} task(s) already done, {adopted} running job(s) "
+                   "adopted", err=True)
     try:
         outcome = engine.run()
     finally:

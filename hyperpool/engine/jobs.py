@@ -18,18 +18,26 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import redis
 
 from hyperpool.executor.results import JobExit, report_job_exit
 from hyperpool.settings import Settings
 
 
+def jobs_key(run_id: str) -> str:
+    """Redis hash task id -> "pid attempt" of the run's live job processes (for --resume)."""
+    return f"hyperpool:run:{run_id}:jobs"
+
+
 class JobLauncher:
-    def __init__(self, settings: Settings, client: redis.Redis, stream: str, work_dir: Path):
+    def __init__(self, settings: Settings, client: redis.Redis, stream: str, work_dir: Path,
+                 run_id: str):
         self.settings = settings
         self.client = client
         self.stream = stream
         self.work_dir = work_dir
+        self.run_id = run_id
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self._stopping = False
@@ -47,22 +55,51 @@ class JobLauncher:
 
     def start(self, task_id: str, message: dict[str, object], attempt: int) -> None:
         argv = [sys.executable, "-m", "hyperpool", "execute", "--message-json",
-                json.dumps(message), "--reply-to", self.stream, "--attempt", str(attempt)]
+                json.dumps(message), "--reply-to", self.stream, "--attempt", str(attempt),
+                "--run-id", self.run_id]
+        # Own session: a Ctrl-C or crash of the engine does not kill the job with it; the
+        # engine terminates jobs itself on a clean stop, and --resume adopts survivors.
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             argv, cwd=self.work_dir, env=self._env(), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, start_new_session=True)
         with self._lock:
             self._procs[f"{task_id}#{attempt}"] = proc
+        # Only --resume's adoption needs the record; the job itself runs regardless.
+        with contextlib.suppress(redis.RedisError):
+            self.client.hset(jobs_key(self.run_id), task_id, f"{proc.pid} {attempt}")
         threading.Thread(target=self._wait, args=(task_id, attempt, proc), daemon=True,
                          name=f"job-{task_id}").start()
+
+    def adopt(self, task_id: str, attempt: int, pid: int) -> bool:
+        """Watch a job process left running by a crashed engine; False if it is gone."""
+        try:
+            proc = psutil.Process(pid)
+            if task_id not in " ".join(proc.cmdline()):
+                return False
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+        threading.Thread(target=self._wait_adopted, args=(task_id, attempt, proc), daemon=True,
+                         name=f"job-{task_id}").start()
+        return True
+
+    def _wait_adopted(self, task_id: str, attempt: int, proc: psutil.Process) -> None:
+        try:
+            code = proc.wait() or 0
+        except psutil.NoSuchProcess:
+            code = 0
+        self._exited(task_id, attempt, code)
 
     def _wait(self, task_id: str, attempt: int, proc: subprocess.Popen[bytes]) -> None:
         code = proc.wait()
         with self._lock:
             self._procs.pop(f"{task_id}#{attempt}", None)
+        self._exited(task_id, attempt, code)
+
+    def _exited(self, task_id: str, attempt: int, code: int) -> None:
         for _ in range(30):
             try:
                 report_job_exit(self.client, self.stream, JobExit(task_id, attempt, code))
+                self.client.hdel(jobs_key(self.run_id), task_id)
                 return
             except (redis.RedisError, OSError):
                 if self._stopping:

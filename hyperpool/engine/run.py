@@ -9,6 +9,7 @@ refresh can be.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import secrets
 import time
@@ -21,8 +22,9 @@ from typing import Any
 import redis
 
 from hyperpool.engine.dag import Dag, Task
-from hyperpool.engine.jobs import JobLauncher
+from hyperpool.engine.jobs import JobLauncher, jobs_key
 from hyperpool.engine.state import DISPATCHED, DONE, FAILED, READY, RETRY, SKIPPED, RunState
+from hyperpool.errors import ConfigError
 from hyperpool.executor.publisher import Publisher
 from hyperpool.executor.results import JobExit, ResultReader, cancel_key, run_stream
 from hyperpool.models import TaskMessage, TaskResult
@@ -85,7 +87,7 @@ class Engine:
         self.stream = run_stream(self.run_id)
         self.state = RunState(dag)
         self.publisher = publisher
-        self.jobs = JobLauncher(settings, client, self.stream, options.work_dir)
+        self.jobs = JobLauncher(settings, client, self.stream, options.work_dir, self.run_id)
         self.reader = ResultReader(client, self.stream)
         self.on_progress = on_progress
         self._ids = {self.task_id(t): t.index for t in dag.tasks}
@@ -193,6 +195,39 @@ class Engine:
                 error=f"job process exited with status {event.returncode} without a result",
                 model="job"))
 
+    # -- resume -------------------------------------------------------------------------
+    def resume(self) -> tuple[int, int]:
+        """Continue an interrupted run: replay its stream, adopt its surviving job processes.
+
+        Tasks that succeeded are not run again; tasks whose job process still runs are
+        watched, not restarted; everything else is dispatched again (a pool message that is
+        still queued then exists twice, and the executor skips whichever comes second once
+        the task is in the run's done-set). Returns (tasks already done, jobs adopted).
+        """
+        self.client.delete(cancel_key(self.run_id))
+        while True:
+            events = self.reader.read(block_ms=None, count=5000)
+            if not events:
+                break
+            for event in events:
+                if isinstance(event, TaskResult) and event.ok:
+                    index = self._ids.get(event.task_id)
+                    if index is not None and self.state.status[index] != DONE:
+                        self.state.complete(index, event)
+        adopted = 0
+        for raw_id, raw in self.client.hgetall(jobs_key(self.run_id)).items():
+            task_id = raw_id.decode()
+            index = self._ids.get(task_id)
+            pid, attempt = (int(x) for x in raw.decode().split())
+            if index is None or self.state.status[index] == DONE:
+                continue
+            if self.state.status[index] == READY and self.jobs.adopt(task_id, attempt, pid):
+                self.state.attempt[index] = attempt
+                self.state.set(index, DISPATCHED)
+                adopted += 1
+        self._ready = deque(self.state.ready())
+        return self.state.counts[DONE], adopted
+
     # -- the loop -------------------------------------------------------------------------
     _stopping = False
 
@@ -236,14 +271,42 @@ class Engine:
 
     def _persist(self, started: float) -> None:
         """Record the run id and stream in the work dir (what ``--resume`` will read)."""
-        meta = self.options.work_dir / ".hyperpool"
+        meta = self.options.work_dir / RUN_META_DIR
         try:
             meta.mkdir(exist_ok=True)
-            (meta / "last-run.json").write_text(json.dumps(
+            (meta / LAST_RUN_FILE).write_text(json.dumps(
                 {"run_id": self.run_id, "stream": self.stream, "started": started,
-                 "tasks": len(self.dag.tasks)}))
+                 "tasks": len(self.dag.tasks), "workflow_sha256": workflow_digest(self.dag)}))
         except OSError:
             pass
+
+
+RUN_META_DIR = ".hyperpool"
+LAST_RUN_FILE = "last-run.json"
+
+
+def workflow_digest(dag: Dag) -> str:
+    try:
+        return hashlib.sha256(Path(dag.workflow.source).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def last_run(work_dir: Path, dag: Dag) -> str:
+    """The run id to resume in ``work_dir``, checking the workflow did not change since."""
+    path = work_dir / RUN_META_DIR / LAST_RUN_FILE
+    try:
+        meta = json.loads(path.read_text())
+        run_id = str(meta["run_id"])
+    except FileNotFoundError:
+        raise ConfigError("nothing to resume: no earlier run was started in this directory",
+                          source=str(work_dir)) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot read the run record: {exc}", source=str(path)) from None
+    if meta.get("workflow_sha256") and meta["workflow_sha256"] != workflow_digest(dag):
+        raise ConfigError(f"workflow.json changed since run {run_id} started; cannot resume it",
+                          source=str(work_dir))
+    return run_id
 
 
 __all__ = ["Engine", "RunOptions", "RunOutcome", "Failure", "SKIPPED", "new_run_id"]

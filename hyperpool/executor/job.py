@@ -12,7 +12,7 @@ import json
 from pydantic import ValidationError
 
 from hyperpool.errors import ConfigError
-from hyperpool.executor.results import report
+from hyperpool.executor.results import report, skip_reason
 from hyperpool.executor.runner import run_message
 from hyperpool.models import TaskMessage, describe_validation_error
 from hyperpool.services import check_redis
@@ -32,14 +32,19 @@ def parse_message(text: str, *, source: str = "task message") -> TaskMessage:
 
 
 def execute_once(settings: Settings, text: str, *, reply_to: str | None, attempt: int = 1,
-                 model: str = "job") -> int:
+                 model: str = "job", run_id: str | None = None) -> int:
     """Run the message; report to ``reply_to`` if given; return the command's exit code."""
     message = parse_message(text)
     client = check_redis(settings) if reply_to else None
+    if client is not None:
+        reason = skip_reason(client, run_id, message.taskId)
+        if reason:
+            print(f"hyperpool execute: task {message.taskId} skipped: {reason}", flush=True)
+            return 0
     result = run_message(message, default_work_dir=settings.work_dir, attempt=attempt,
                          model=model, new_session=False)
     if client is not None and reply_to:
-        report(client, reply_to, result)
+        report(client, reply_to, result, run_id)
     if result.error:
         print(f"hyperpool execute: {result.error}", flush=True)
     return result.exit_code

@@ -42,12 +42,39 @@ def cancel_key(run_id: str) -> str:
     return f"hyperpool:run:{run_id}:cancelled"
 
 
-def report(client: redis.Redis, stream: str, result: TaskResult) -> None:
-    """Append ``result`` to ``stream`` (and keep the stream alive for a week)."""
+def done_key(run_id: str) -> str:
+    return f"hyperpool:run:{run_id}:done"
+
+
+def report(client: redis.Redis, stream: str, result: TaskResult, run_id: str | None = None
+           ) -> None:
+    """Append ``result`` to ``stream`` (kept for a week); remember successes of ``run_id``.
+
+    The done-set lets executors skip a duplicate message of a task that already succeeded
+    (a redelivery, or a republish after ``--resume``) instead of running it again.
+    """
     pipe = client.pipeline(transaction=False)
     pipe.xadd(stream, {FIELD: result.model_dump_json()})
     pipe.expire(stream, STREAM_TTL_SECONDS)
+    if run_id and result.ok:
+        pipe.sadd(done_key(run_id), result.task_id)
+        pipe.expire(done_key(run_id), STREAM_TTL_SECONDS)
     pipe.execute()
+
+
+def skip_reason(client: redis.Redis, run_id: str | None, task_id: str | None) -> str | None:
+    """Why an executor should not run this task now: its run was cancelled, or it is done."""
+    if not run_id:
+        return None
+    pipe = client.pipeline(transaction=False)
+    pipe.exists(cancel_key(run_id))
+    pipe.sismember(done_key(run_id), task_id or "")
+    cancelled, done = pipe.execute()
+    if cancelled:
+        return f"run {run_id} was cancelled"
+    if done:
+        return "it already succeeded (duplicate delivery)"
+    return None
 
 
 def report_job_exit(client: redis.Redis, stream: str, event: JobExit) -> None:

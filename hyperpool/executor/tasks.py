@@ -18,7 +18,7 @@ from celery import Celery
 from celery.exceptions import Reject
 from pydantic import ValidationError
 
-from hyperpool.executor.results import cancel_key, report
+from hyperpool.executor.results import report, skip_reason
 from hyperpool.executor.runner import describe, run_message, worker_name
 from hyperpool.models import TaskMessage, TaskResult, describe_validation_error
 from hyperpool.services import redis_client
@@ -38,13 +38,13 @@ def _client(settings: Settings) -> redis.Redis:
     return _redis[1]
 
 
-def _report(settings: Settings, stream: str, result: TaskResult) -> None:
+def _report(settings: Settings, stream: str, result: TaskResult, run_id: str | None) -> None:
     """Deliver ``result``; if Redis stays down, requeue the message rather than lose it."""
     deadline = time.monotonic() + REPORT_RETRY_SECONDS
     delay = 0.2
     while True:
         try:
-            report(_client(settings), stream, result)
+            report(_client(settings), stream, result, run_id)
             return
         except (redis.RedisError, OSError) as exc:
             if time.monotonic() > deadline:
@@ -67,15 +67,16 @@ def execute(settings: Settings, message: dict[str, Any], reply_to: str | None, a
             now = time.time()
             _report(settings, reply_to, TaskResult(
                 task_id=str(task_id), attempt=attempt, exit_code=-1, started=now, finished=now,
-                worker=worker_name(), error=f"invalid task message: {problem}"))
+                worker=worker_name(), error=f"invalid task message: {problem}"), run_id)
         raise Reject(f"invalid task message: {problem}", requeue=False) from None
-    if run_id and _client(settings).exists(cancel_key(run_id)):
-        log.info("task %s: run %s was cancelled; skipping", msg.taskId, run_id)
+    reason = skip_reason(_client(settings), run_id, msg.taskId)
+    if reason:
+        log.info("task %s: skipped: %s", msg.taskId, reason)
         return None
     log.debug("task %s: %s", msg.taskId, describe(msg))
     result = run_message(msg, default_work_dir=settings.work_dir, attempt=attempt)
     if reply_to:
-        _report(settings, reply_to, result)
+        _report(settings, reply_to, result, run_id)
     return None
 
 
