@@ -55,8 +55,37 @@ def _report(settings: Settings, stream: str, result: TaskResult, run_id: str | N
             delay = min(delay * 2, 5.0)
 
 
+def delivery_count(request: Any) -> int:
+    """How often the broker delivered this message before (quorum queues' x-delivery-count)."""
+    headers = getattr(request, "headers", None) or {}
+    value = headers.get("x-delivery-count", getattr(request, "x-delivery-count", 0)) or 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _poisoned(settings: Settings, message: Any, reply_to: str | None, attempt: int,
+              run_id: str | None, deliveries: int) -> None:
+    """Park a message that has killed its worker on every delivery (it is not run again)."""
+    task_id = message.get("taskId") if isinstance(message, dict) else None
+    problem = (f"poison message: delivered {deliveries} times and its worker died every time; "
+               "moved to the dead-letter queue")
+    log.error("task %s: %s", task_id, problem)
+    if reply_to and task_id:
+        now = time.time()
+        _report(settings, reply_to, TaskResult(
+            task_id=str(task_id), attempt=attempt, exit_code=-1, started=now, finished=now,
+            worker=worker_name(), error=problem), run_id)
+    raise Reject(problem, requeue=False)
+
+
 def execute(settings: Settings, message: dict[str, Any], reply_to: str | None, attempt: int,
-            run_id: str | None) -> dict[str, Any] | None:
+            run_id: str | None, deliveries: int = 0) -> dict[str, Any] | None:
+    # The broker dead-letters by itself once x-delivery-limit is exceeded, but nobody would
+    # tell the engine; so the last delivery the limit allows is reported and parked here.
+    if deliveries >= max(1, settings.delivery_limit - 1):
+        _poisoned(settings, message, reply_to, attempt, run_id, deliveries + 1)
     task_id = message.get("taskId") if isinstance(message, dict) else None
     try:
         msg = TaskMessage.model_validate(message)
@@ -82,8 +111,9 @@ def execute(settings: Settings, message: dict[str, Any], reply_to: str | None, a
 
 def register(app: Celery) -> None:
     """Register ``hyperpool.run`` on ``app`` (the worker's and the publisher's app)."""
-    @app.task(name="hyperpool.run", ignore_result=True)
-    def run(message: dict[str, Any], reply_to: str | None = None, attempt: int = 1,
+    @app.task(name="hyperpool.run", ignore_result=True, bind=True)
+    def run(self: Any, message: dict[str, Any], reply_to: str | None = None, attempt: int = 1,
             run_id: str | None = None) -> dict[str, Any] | None:
         settings: Settings = app.conf.get("hyperpool_settings") or load_settings()
-        return execute(settings, message, reply_to, attempt, run_id)
+        return execute(settings, message, reply_to, attempt, run_id,
+                       delivery_count(self.request))

@@ -148,3 +148,22 @@ def test_unreachable_service_is_one_clear_line(tmp_path, namespace, variable, ur
     assert f"cannot reach {service} at" in err and "****" in err
     assert "topsecret" not in err and "Traceback" not in err
     assert len(err.splitlines()) == 1
+
+
+def test_poison_message_is_reported_and_dead_lettered(settings, redis_client, namespace,
+                                                      start_worker, tmp_path):
+    """A task that kills its worker process on every delivery must not block the queue."""
+    env = {"HYPERPOOL_DELIVERY_LIMIT": "3"}
+    run = Run(settings.__class__(**{**settings.__dict__, "delivery_limit": 3}), redis_client,
+              f"{namespace}.poison")
+    worker = start_worker(run.queue, concurrency=2, **env)
+    run.send("poison", executable="sh", args=["-c", "echo x >> deliveries; kill -9 $PPID"])
+    run.send("fine", executable="true")
+    poison, fine = run.wait("poison", "fine", timeout=60)
+    assert fine.ok
+    assert "poison message: delivered 3 times" in poison.error
+    assert (tmp_path / "deliveries").read_text().count("x") == 2
+    dead = dead_letter_queue_name(run.queue)
+    wait_for(lambda: (queue_info(dead) or {}).get("messages") == 1, what="dead-lettered poison")
+    assert "poison" in worker.text() and "dead-letter" in worker.text()
+    run.close()
