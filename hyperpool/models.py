@@ -67,6 +67,33 @@ class TaskMessage(BaseModel):
             ensure_relative_inside(value)
         return value
 
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_stay_inside(cls, value: list[Any]) -> list[Any]:
+        for item in value:
+            ensure_relative_inside(_file_name(item))
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_do_not_climb(cls, value: list[Any]) -> list[Any]:
+        # Absolute inputs are allowed: real workflows read pre-staged reference data that way
+        # (Soykb's /home/ubuntu/data/...). Climbing out of the work dir with '..' is not.
+        for item in value:
+            name = _file_name(item)
+            if ".." in Path(name).parts or "\x00" in name:
+                raise ValueError(f"input {name!r} must not contain '..'")
+        return value
+
+
+def _file_name(item: Any) -> str:
+    """HyperFlow lists files as names or as ``{"name": ...}`` objects."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        return item["name"]
+    raise ValueError(f"expected a file name or an object with a 'name', got {item!r}")
+
 
 def ensure_relative_inside(name: str) -> str:
     """Reject a file name that could escape the task's work dir (absolute or with ``..``)."""

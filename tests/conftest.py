@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -85,6 +86,11 @@ class WorkerProc:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
+    def kill_group(self) -> None:
+        """SIGKILL the worker and its pool children, as a pod kill would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
 
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
@@ -115,7 +121,7 @@ def start_worker(namespace: str, tmp_path: Path):
             [sys.executable, "-m", "hyperpool", "worker", "-Q", queue, "-c", str(concurrency),
              "-l", "INFO"],
             env=hyperpool_env(namespace, work_dir or tmp_path, **env), cwd=work_dir or tmp_path,
-            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         handle = WorkerProc(proc, log, queue)
         started.append(handle)
         if wait:
@@ -126,6 +132,5 @@ def start_worker(namespace: str, tmp_path: Path):
 
     yield start
     for handle in started:
-        if handle.proc.poll() is None:
-            handle.proc.send_signal(signal.SIGKILL)
+        handle.kill_group()
         handle.proc.wait()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import secrets
 import time
 from collections import deque
@@ -24,12 +25,14 @@ import redis
 from hyperpool.engine.dag import Dag, Task
 from hyperpool.engine.jobs import JobLauncher, jobs_key
 from hyperpool.engine.state import DISPATCHED, DONE, FAILED, READY, RETRY, SKIPPED, RunState
-from hyperpool.errors import ConfigError
+from hyperpool.errors import ConfigError, ServiceUnavailable
 from hyperpool.executor.publisher import Publisher
 from hyperpool.executor.results import JobExit, ResultReader, cancel_key, run_stream
 from hyperpool.models import TaskMessage, TaskResult
 from hyperpool.routing import Routing
 from hyperpool.settings import Settings
+
+log = logging.getLogger("hyperpool.engine")
 
 
 @dataclass
@@ -237,6 +240,27 @@ class Engine:
         wait = min(self._retry_at.values()) - time.monotonic()
         return max(1, min(1000, int(wait * 1000)))
 
+    def _read(self) -> list[TaskResult | JobExit]:
+        """Next completions; rides out a Redis restart instead of abandoning the run.
+
+        Executors keep retrying their reports while Redis is away (and requeue the task if it
+        stays away), so waiting here loses nothing.
+        """
+        delay, waited = 0.2, 0.0
+        while True:
+            try:
+                return self.reader.read(block_ms=self._block_ms())
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if waited >= REDIS_OUTAGE_LIMIT:
+                    raise ServiceUnavailable(
+                        f"Redis unreachable for {waited:.0f}s while waiting for results: {exc}"
+                    ) from None
+                if waited == 0:
+                    log.warning("Redis connection lost (%s); waiting for it to come back", exc)
+                time.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)
+
     def run(self) -> RunOutcome:
         started = time.time()
         self._persist(started)
@@ -247,7 +271,7 @@ class Engine:
                 self._dispatch_ready()
                 if self.state.finished or self._stopping:
                     break
-                for event in self.reader.read(block_ms=self._block_ms()):
+                for event in self._read():
                     if isinstance(event, JobExit):
                         self._on_job_exit(event)
                     else:
@@ -282,6 +306,7 @@ class Engine:
 
 
 RUN_META_DIR = ".hyperpool"
+REDIS_OUTAGE_LIMIT = 600.0
 LAST_RUN_FILE = "last-run.json"
 
 

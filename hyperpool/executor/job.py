@@ -8,13 +8,15 @@ worker's, so the engine cannot tell the models apart.
 from __future__ import annotations
 
 import json
+import time
 
+import redis
 from pydantic import ValidationError
 
-from hyperpool.errors import ConfigError
+from hyperpool.errors import ConfigError, ServiceUnavailable
 from hyperpool.executor.results import report, skip_reason
 from hyperpool.executor.runner import run_message
-from hyperpool.models import TaskMessage, describe_validation_error
+from hyperpool.models import TaskMessage, TaskResult, describe_validation_error
 from hyperpool.services import check_redis
 from hyperpool.settings import Settings
 
@@ -31,11 +33,36 @@ def parse_message(text: str, *, source: str = "task message") -> TaskMessage:
         raise ConfigError(describe_validation_error(exc), source=source) from None
 
 
+def _redis_when_back(settings: Settings, patience: float = 120.0) -> redis.Redis:
+    """Connect to Redis, waiting out a restart (a job started mid-restart must not fail)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return check_redis(settings)
+        except ServiceUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+def _report_patiently(client: redis.Redis, stream: str, result: TaskResult, run_id: str | None,
+                      patience: float = 120.0) -> None:
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            report(client, stream, result, run_id)
+            return
+        except (redis.RedisError, OSError):
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable("cannot report the result: Redis unreachable") from None
+            time.sleep(1.0)
+
+
 def execute_once(settings: Settings, text: str, *, reply_to: str | None, attempt: int = 1,
                  model: str = "job", run_id: str | None = None) -> int:
     """Run the message; report to ``reply_to`` if given; return the command's exit code."""
     message = parse_message(text)
-    client = check_redis(settings) if reply_to else None
+    client = _redis_when_back(settings) if reply_to else None
     if client is not None:
         reason = skip_reason(client, run_id, message.taskId)
         if reason:
@@ -44,7 +71,7 @@ def execute_once(settings: Settings, text: str, *, reply_to: str | None, attempt
     result = run_message(message, default_work_dir=settings.work_dir, attempt=attempt,
                          model=model, new_session=False)
     if client is not None and reply_to:
-        report(client, reply_to, result, run_id)
+        _report_patiently(client, reply_to, result, run_id)
     if result.error:
         print(f"hyperpool execute: {result.error}", flush=True)
     return result.exit_code

@@ -107,3 +107,21 @@ def test_example_pool_configs_validate():
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 validate(WorkerPool, doc, source=str(path))
+
+
+@pytest.mark.parametrize("field,value,ok", [
+    ("outputs", ["out.fits", {"name": "sub/x.tbl"}], True),
+    ("outputs", ["../escape.fits"], False),
+    ("outputs", [{"name": "/etc/cron.d/x"}], False),
+    ("outputs", [42], False),
+    ("inputs", ["/home/ubuntu/data/ref.fa"], True),  # pre-staged reference data (Soykb)
+    ("inputs", ["a/../../b"], False),
+    ("stdoutAppend", "../log", False),
+])
+def test_files_cannot_escape_the_work_dir(field, value, ok):
+    data = {"executable": "x", field: value}
+    if ok:
+        validate(TaskMessage, data, source="m")
+    else:
+        with pytest.raises(ConfigError):
+            validate(TaskMessage, data, source="m")
