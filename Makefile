@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test setup services lint bench clean
+.PHONY: run test setup services lint bench chaos clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ test: setup services
 
 run: setup services
 	$(BIN)/python examples/demo.py
+
+# The fault tests with more rounds (HYPERPOOL_CHAOS_ROUNDS SIGKILL storms, each >= 1,000 tasks).
+chaos: setup services
+	HYPERPOOL_CHAOS_ROUNDS=$${HYPERPOOL_CHAOS_ROUNDS:-5} $(BIN)/pytest -s tests/integration/test_faults.py
 
 bench: setup services
 	$(BIN)/python -m bench

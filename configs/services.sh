@@ -42,6 +42,14 @@ for plugin in rabbitmq_management rabbitmq_prometheus; do
     rabbitmq-plugins enable --online "$plugin" >/dev/null
   fi
 done
+# Long tasks vs RabbitMQ's delivery-acknowledgement timeout: with task_acks_late a message
+# stays unacknowledged for the task's whole run, and RabbitMQ (consumer_timeout, 30 min by
+# default) would close the channel and redeliver a task that is still running. Raise it to
+# HYPERPOOL_CONSUMER_TIMEOUT_MS (default 24 h) at runtime; configs/rabbitmq.conf sets the same
+# for compose and Kubernetes deployments.
+timeout_ms="${HYPERPOOL_CONSUMER_TIMEOUT_MS:-86400000}"
+rabbitmqctl -q eval "application:set_env(rabbit, consumer_timeout, ${timeout_ms})." >/dev/null
+
 for _ in $(seq 1 30); do
   if curl -fsS -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null 2>&1 &&
      curl -fsS http://127.0.0.1:15692/metrics >/dev/null 2>&1; then

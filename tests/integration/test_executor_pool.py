@@ -167,3 +167,11 @@ def test_poison_message_is_reported_and_dead_lettered(settings, redis_client, na
     wait_for(lambda: (queue_info(dead) or {}).get("messages") == 1, what="dead-lettered poison")
     assert "poison" in worker.text() and "dead-letter" in worker.text()
     run.close()
+
+
+def test_broker_lets_long_tasks_run():
+    """`make services` raised consumer_timeout above RabbitMQ's 30 min default."""
+    out = subprocess.run(["rabbitmqctl", "-q", "eval",
+                          "application:get_env(rabbit, consumer_timeout)."],
+                         capture_output=True, text=True, check=True).stdout
+    assert int(out.strip().strip("{}").split(",")[1]) >= 24 * 3600 * 1000
