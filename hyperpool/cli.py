@@ -47,7 +47,10 @@ def cli() -> None:
 @click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 512),
               help="Tasks run at once by this process.")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
-def worker(queue: str | None, concurrency: int, loglevel: str) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve Prometheus /metrics here (default: $HYPERPOOL_METRICS_PORT, off).")
+def worker(queue: str | None, concurrency: int, loglevel: str, metrics_port: int | None
+           ) -> None:
     """Run one executor-pool process on QUEUE (SIGTERM: finish the running task, then exit)."""
     from hyperpool.executor.worker import run_worker
 
@@ -55,7 +58,8 @@ def worker(queue: str | None, concurrency: int, loglevel: str) -> None:
     queue = queue or settings.queue_name
     if not queue:
         raise ConfigError("no queue given: pass --queue or set HYPERPOOL_QUEUE (or QUEUE_NAME)")
-    run_worker(settings, queue, concurrency=concurrency, loglevel=loglevel)
+    run_worker(settings, queue, concurrency=concurrency, loglevel=loglevel,
+               metrics_port=metrics_port if metrics_port is not None else settings.metrics_port)
 
 
 @cli.command()
@@ -88,6 +92,8 @@ def execute(message_file: str | None, message_json: str | None, reply_to: str | 
 def _register_optional_commands() -> None:
     """Commands whose modules pull in heavy dependencies are imported lazily."""
     LazyGroup.lazy["run"] = "hyperpool.engine.command:run"
+    LazyGroup.lazy.update(pools="hyperpool.local.cli:pools", status="hyperpool.local.cli:status")
+    LazyGroup.lazy["controller"] = "hyperpool.controller.command:controller"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,6 @@ prefix never collide.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from typing import Any
 
 GROUP = "hyperflow.agh.edu.pl"
@@ -52,17 +51,16 @@ def selector_labels(pool_name: str) -> dict[str, str]:
     return {POOL_LABEL: child_name(pool_name), COMPONENT_LABEL: "worker"}
 
 
-def owner_reference(pool: Mapping[str, Any]) -> dict[str, Any]:
-    """A controller owner reference to the WorkerPool ``pool`` (its manifest as a dict).
+def owner_reference(pool_name: str, uid: str) -> dict[str, Any]:
+    """A controller owner reference to a WorkerPool: deleting the pool deletes the child.
 
     ``blockOwnerDeletion`` makes foreground deletion of the pool wait for its children.
     """
-    meta = pool["metadata"]
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "name": meta["name"],
-        "uid": meta["uid"],
+        "name": pool_name,
+        "uid": uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }

@@ -32,11 +32,13 @@ from hyperpool.settings import load_settings
               help="Replace every executable by a stub sleeping SECONDS (for tests/benchmarks).")
 @click.option("--resume", is_flag=True,
               help="Continue the last run in WORKDIR: finished tasks are not run again.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve the engine's Prometheus /metrics on this port.")
 @click.option("--json-summary", type=click.Path(dir_okay=False, path_type=Path),
               help="Write {tasks_total, succeeded, failed, makespan_seconds, ...} here.")
 def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, attempts: int,
-        backoff: float, stub_sleep: float | None, resume: bool, json_summary: Path | None
-        ) -> None:
+        backoff: float, stub_sleep: float | None, resume: bool, metrics_port: int | None,
+        json_summary: Path | None) -> None:
     """Run the HyperFlow workflow in WORKDIR (workflow.json + optional executionModels)."""
     if not workdir.is_dir():
         raise ConfigError("no such directory", source=str(workdir))
@@ -46,6 +48,10 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
     dag = build_dag(load_workflow(workdir))
     routing = load_routing(workdir, namespace)
     client = check_redis(settings)
+    if metrics_port is not None or settings.metrics_port is not None:
+        from hyperpool import metrics
+
+        metrics.serve(metrics_port if metrics_port is not None else settings.metrics_port)
     publisher = None
     if routing.queues:
         check_broker(settings)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from hyperpool import metrics
 from hyperpool.engine.run import Engine, RunOutcome
 from hyperpool.engine.state import DISPATCHED, DONE, FAILED, READY, RETRY, SKIPPED, WAITING
 
@@ -26,6 +27,14 @@ def per_type_counts(engine: Engine) -> dict[str, dict[str, int]]:
     for task, status in zip(engine.dag.tasks, engine.state.status, strict=True):
         rows[task.task_type][names[status]] += 1
     return rows
+
+
+STATE_NAMES = {DONE: "done", FAILED: "failed", SKIPPED: "skipped", DISPATCHED: "running",
+               RETRY: "retrying", READY: "queued", WAITING: "waiting"}
+
+
+def per_state_counts(engine: Engine) -> dict[str, int]:
+    return {name: engine.state.counts[state] for state, name in STATE_NAMES.items()}
 
 
 class Progress:
@@ -57,6 +66,8 @@ class Progress:
         return f"{elapsed / done * (total - done):.0f}s"
 
     def __call__(self, engine: Engine) -> None:
+        for state, count in per_state_counts(engine).items():
+            metrics.WORKFLOW_TASKS.labels(engine.dag.workflow.name, state).set(count)
         if self.tty:
             if self.live is None:
                 self.live = Live(self._table(engine), console=Console(file=self.stream),

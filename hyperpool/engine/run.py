@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from hyperpool import metrics
 from hyperpool.engine.dag import Dag, Task
 from hyperpool.engine.jobs import JobLauncher, jobs_key
 from hyperpool.engine.state import DISPATCHED, DONE, FAILED, READY, RETRY, SKIPPED, RunState
@@ -126,6 +127,7 @@ class Engine:
                                        model="none"))
             return
         queue = self.routing.queue(task.task_type)
+        metrics.PUBLISHED.labels(task.task_type, "pool" if queue else "job").inc()
         self.state.set(index, DISPATCHED)
         self.dispatched_at[index] = time.time()
         raw = self.message(task)
@@ -166,6 +168,7 @@ class Engine:
             return
         if status != DISPATCHED or (not result.ok and result.attempt != self.state.attempt[index]):
             return  # a stale report of an earlier attempt
+        self._observe(index, result)
         if result.ok:
             self._ready.extend(self.state.complete(index, result))
             return
@@ -184,6 +187,14 @@ class Engine:
             self.state.skip_descendants(index)
         else:
             self._stopping = True
+
+    def _observe(self, index: int, result: TaskResult) -> None:
+        task_type = self.dag.tasks[index].task_type
+        metrics.COMPLETED.labels(task_type, result.model, "succeeded" if result.ok
+                                 else "failed").inc()
+        sent = self.dispatched_at.get(index)
+        if sent is not None:
+            metrics.COMPLETION_LATENCY.labels(result.model).observe(max(0.0, time.time() - sent))
 
     def _on_job_exit(self, event: JobExit) -> None:
         index = self._ids.get(event.task_id)

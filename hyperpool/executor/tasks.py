@@ -18,6 +18,7 @@ from celery import Celery
 from celery.exceptions import Reject
 from pydantic import ValidationError
 
+from hyperpool import metrics
 from hyperpool.executor.results import report, skip_reason
 from hyperpool.executor.runner import describe, run_message, worker_name
 from hyperpool.models import TaskMessage, TaskResult, describe_validation_error
@@ -81,7 +82,25 @@ def _poisoned(settings: Settings, message: Any, reply_to: str | None, attempt: i
 
 
 def execute(settings: Settings, message: dict[str, Any], reply_to: str | None, attempt: int,
-            run_id: str | None, deliveries: int = 0) -> dict[str, Any] | None:
+            run_id: str | None, deliveries: int = 0, queue: str = "") -> dict[str, Any] | None:
+    task_type = str(message.get("name") or "unknown") if isinstance(message, dict) else "unknown"
+    if deliveries:
+        metrics.REDELIVERIES.labels(queue, task_type).inc()
+    try:
+        outcome = _execute(settings, message, reply_to, attempt, run_id, deliveries, queue,
+                           task_type)
+    except Reject as exc:
+        outcome = "poison" if "poison" in str(exc.reason) else "invalid"
+        if exc.requeue:
+            outcome = "requeued"
+        metrics.TASKS.labels(queue, task_type, outcome).inc()
+        raise
+    metrics.TASKS.labels(queue, task_type, outcome).inc()
+    return None
+
+
+def _execute(settings: Settings, message: dict[str, Any], reply_to: str | None, attempt: int,
+             run_id: str | None, deliveries: int, queue: str, task_type: str) -> str:
     # The broker dead-letters by itself once x-delivery-limit is exceeded, but nobody would
     # tell the engine; so the last delivery the limit allows is reported and parked here.
     if deliveries >= max(1, settings.delivery_limit - 1):
@@ -101,12 +120,18 @@ def execute(settings: Settings, message: dict[str, Any], reply_to: str | None, a
     reason = skip_reason(_client(settings), run_id, msg.taskId)
     if reason:
         log.info("task %s: skipped: %s", msg.taskId, reason)
-        return None
+        return "skipped"
     log.debug("task %s: %s", msg.taskId, describe(msg))
-    result = run_message(msg, default_work_dir=settings.work_dir, attempt=attempt)
+    in_progress = metrics.IN_PROGRESS.labels(queue, task_type)
+    in_progress.inc()
+    try:
+        result = run_message(msg, default_work_dir=settings.work_dir, attempt=attempt)
+    finally:
+        in_progress.dec()
+    metrics.TASK_DURATION.labels(queue, task_type).observe(result.seconds)
     if reply_to:
         _report(settings, reply_to, result, run_id)
-    return None
+    return "succeeded" if result.ok else "failed"
 
 
 def register(app: Celery) -> None:
@@ -115,5 +140,6 @@ def register(app: Celery) -> None:
     def run(self: Any, message: dict[str, Any], reply_to: str | None = None, attempt: int = 1,
             run_id: str | None = None) -> dict[str, Any] | None:
         settings: Settings = app.conf.get("hyperpool_settings") or load_settings()
+        queue = (self.request.delivery_info or {}).get("routing_key") or ""
         return execute(settings, message, reply_to, attempt, run_id,
-                       delivery_count(self.request))
+                       delivery_count(self.request), queue)

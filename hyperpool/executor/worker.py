@@ -12,7 +12,9 @@ are already waiting at start-up (measured here: tasks 3..6 of a pre-filled queue
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 
 from hyperpool.executor.queues import declare_pool_queues, task_queue
 from hyperpool.services import broker_connection, check_broker, check_redis
@@ -27,11 +29,22 @@ def worker_argv(queue: str, concurrency: int, loglevel: str, node: str) -> list[
     ]
 
 
-def run_worker(settings: Settings, queue: str, *, concurrency: int = 1,
-               loglevel: str = "INFO") -> None:
-    """Block running a pool worker on ``queue`` until warm shutdown."""
-    import os
+def enable_multiprocess_metrics() -> None:
+    """Point prometheus-client at a per-worker directory *before* it is first imported.
 
+    prometheus-client picks its value storage at import time; prefork children then write
+    their samples to files there and the main process's ``/metrics`` sums them. A directory
+    given in the environment (the local supervisor shares one across its workers) is kept.
+    """
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hyperpool-metrics-")
+
+
+def run_worker(settings: Settings, queue: str, *, concurrency: int = 1,
+               loglevel: str = "INFO", metrics_port: int | None = None) -> None:
+    """Block running a pool worker on ``queue`` until warm shutdown."""
+    if metrics_port is not None or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        enable_multiprocess_metrics()
     check_broker(settings)
     check_redis(settings)
     with broker_connection(settings) as conn:
@@ -41,4 +54,14 @@ def run_worker(settings: Settings, queue: str, *, concurrency: int = 1,
     app.conf.task_queues = [task_queue(queue, delivery_limit=settings.delivery_limit)]
     app.conf.hyperpool_settings = settings
     node = f"{queue}@{socket.gethostname()}-{os.getpid()}"
+    from celery import signals
+
+    from hyperpool import metrics
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _child_gone(pid: int | None = None, **_: object) -> None:
+        metrics.mark_process_dead(pid or os.getpid())
+
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
     app.worker_main(worker_argv(queue, concurrency, loglevel, node))

@@ -10,7 +10,7 @@ import pytest
 
 from hyperpool.controller import naming
 from hyperpool.controller.api import ApiError
-from hyperpool.controller.handlers import _reconcile
+from hyperpool.controller.handlers import _reconcile, repair_all
 from hyperpool.controller.plan import ControllerConfig
 from hyperpool.controller.reconcile import TransientError, reconcile
 from tests.unit.test_controller_support import seed_pool
@@ -36,6 +36,7 @@ class FakeApi:
         self.calls: list[tuple[str, ...]] = []
         self.fail: dict[str, ApiError] = {}
         self.quotas: list[dict] = []
+        self.pools: list[dict] = []
         self.rv = 0
 
     def _key(self, obj: dict) -> tuple[str, str, str]:
@@ -45,6 +46,9 @@ class FakeApi:
         self.calls.append(("list", kind))
         if kind == "ResourceQuota":
             return copy.deepcopy(self.quotas)
+        if kind == "WorkerPool":
+            return [copy.deepcopy(p) for p in self.pools
+                    if namespace in (None, p["metadata"]["namespace"])]
         return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items()
                 if k == kind and ns == namespace]
 
@@ -214,3 +218,17 @@ def test_stale_seed_conditions_are_replaced_not_appended():
     outcome = settle(api, pool)
     assert [c["type"] for c in outcome.status["conditions"]] == ["Ready"]
     assert outcome.status["conditions"][0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+
+
+def test_repair_pass_reconciles_served_pools_and_skips_deleted_ones():
+    api = FakeApi()
+    gone = seed_pool()
+    gone["metadata"].update(name="gone", deletionTimestamp="2024-01-01T00:00:00Z")
+    other = seed_pool(namespace="elsewhere")
+    api.pools = [seed_pool(), gone, other]
+    assert repair_all(api, CONFIG, ["default"]) == 0
+    assert {k[1:] for k in api.objects} == {("default", "mproject")}
+    assert repair_all(api, CONFIG, ["else*"]) == 0
+    assert ("Deployment", "elsewhere", "mproject") in api.objects
+    api.fail["ScaledObject"] = ApiError(500, "boom")
+    assert repair_all(api, CONFIG, []) == 2  # both live pools failed, neither stopped the pass

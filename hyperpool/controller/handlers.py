@@ -1,0 +1,144 @@
+"""kopf wiring: every event funnels into one idempotent reconcile.
+
+Handlers are registered on a fresh :class:`kopf.OperatorRegistry` built by
+:func:`build_registry`, so the command and the tests (``kopf.testing.KopfRunner(...,
+registry=...)``) run the same handlers against their own API wrapper and configuration.
+
+* create / update / resume → :func:`~hyperpool.controller.reconcile.reconcile`; an invalid spec
+  is reported in the status (``InvalidSpec``) and raised as :class:`kopf.PermanentError` (no
+  retries until the spec changes); API faults worth retrying raise :class:`kopf.TemporaryError`;
+* every ``interval`` seconds a repair loop lists the pools and runs the same reconcile: it
+  recreates a deleted child, reverts an edited one and refreshes the status from the Deployment
+  and the quota. In a steady state it writes nothing (server-side apply of unchanged children is
+  a no-op, the status is written only when it differs). It never raises for a bad spec: the
+  change handlers did.
+* no finalizer: kopf adds one to every object that has a timer or daemon (so it can stop them
+  before deletion), which would leave WorkerPools undeletable while the operator is down or
+  uninstalled. Hence the repair loop is a plain background task started on operator startup, not
+  a ``@kopf.timer``, and there is no deletion handler: ownerReferences let Kubernetes' garbage
+  collector delete the children, operator or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from hyperpool.controller import naming
+from hyperpool.controller.api import ApiError, KubeApi
+from hyperpool.controller.plan import ControllerConfig
+from hyperpool.controller.reconcile import TransientError, reconcile
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY = 15.0
+DEFAULT_INTERVAL = 30.0
+ANNOTATION_PREFIX = naming.GROUP
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    """Startup settings, each with the reason it is not kopf's default."""
+    # Handler progress lives in annotations only: kopf's default "smart" storage also writes
+    # status.kopf.progress, i.e. extra PATCHes into the status we own and compare
+    # (kopf#321, #331; kopf#1259 stops those status writes upstream).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX)
+    # The last-handled spec (the diff base for update handlers) under our own domain.
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    # Only warnings and errors become Kubernetes Events: a timer every 30 s per pool would
+    # otherwise post "Timer succeeded" events forever (kopf#1170, #188; kopf#1258 turned
+    # logger posting off by default, this keeps explicit posting quiet too).
+    settings.posting.level = logging.WARNING
+    settings.posting.loggers = False
+    # A watch can stall silently behind proxies/load balancers; have the server end watches
+    # regularly and reconnect (kopf#585, #232, "API timeouts" in kopf's configuration docs).
+    settings.watching.server_timeout = 600
+    settings.watching.client_timeout = 660
+    settings.watching.connect_timeout = 30
+    # One operator replica (the Deployment uses the Recreate strategy); no KopfPeering CRD
+    # needed, and no warning about its absence at every start.
+    settings.peering.standalone = True
+    # Blocking kubernetes-client calls run in kopf's thread pool; a few pools at once.
+    settings.execution.max_workers = 8
+
+
+def _reconcile(api: KubeApi, config: ControllerConfig, body: Any, *, strict: bool) -> None:
+    try:
+        outcome = reconcile(api, body, config=config)
+    except TransientError as exc:
+        raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
+    except ApiError as exc:  # permanent, e.g. forbidden to list ResourceQuotas
+        raise kopf.TemporaryError(f"{exc} (check the operator's RBAC)", delay=60) from exc
+    if strict and outcome.plan.invalid:
+        raise kopf.PermanentError("; ".join(f.message for f in outcome.plan.findings))
+
+
+def repair_all(api: KubeApi, config: ControllerConfig, namespaces: Sequence[str]) -> int:
+    """Reconcile every served pool once (the drift-repair pass); returns how many failed."""
+    exact = [ns for ns in namespaces if not any(ch in ns for ch in "*?[!")]
+    if namespaces and len(exact) == len(namespaces):
+        pools = [p for ns in exact for p in api.list(naming.API_VERSION, naming.KIND, ns)]
+    else:
+        pools = [p for p in api.list(naming.API_VERSION, naming.KIND, None)
+                 if not namespaces or any(fnmatch.fnmatchcase(p["metadata"]["namespace"], pat)
+                                          for pat in namespaces)]
+    failed = 0
+    for pool in pools:
+        if pool["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            reconcile(api, pool, config=config)
+        except (TransientError, ApiError) as exc:
+            failed += 1
+            log.warning("%s/%s: repair failed, next pass retries: %s",
+                        pool["metadata"]["namespace"], pool["metadata"]["name"], exc)
+    return failed
+
+
+async def _repair_loop(api: KubeApi, config: ControllerConfig, namespaces: Sequence[str],
+                       interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(repair_all, api, config, namespaces)
+        except ApiError as exc:  # listing failed: the next pass retries
+            log.warning("repair pass failed: %s", exc)
+        except Exception:  # a bug must not stop repairs for every pool
+            log.exception("repair pass crashed")
+
+
+def build_registry(api: KubeApi, config: ControllerConfig, *,
+                   interval: float = DEFAULT_INTERVAL,
+                   namespaces: Sequence[str] = ()) -> kopf.OperatorRegistry:
+    """A registry with the controller's handlers bound to ``api`` and ``config``.
+
+    ``namespaces`` (patterns as for kopf; empty: all) bounds the repair loop.
+    """
+    registry = kopf.OperatorRegistry()
+    resource = (naming.GROUP, naming.VERSION, naming.PLURAL)
+    tasks: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry)
+    async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_settings(settings)
+        tasks.append(asyncio.create_task(_repair_loop(api, config, namespaces, interval)))
+
+    @kopf.on.cleanup(registry=registry)
+    async def _cleanup(**_: Any) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @kopf.on.resume(*resource, registry=registry)
+    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.update(*resource, registry=registry)
+    def workerpool_changed(body: Any, **_: Any) -> None:
+        _reconcile(api, config, body, strict=True)
+
+    return registry

@@ -1,0 +1,132 @@
+"""From a WorkerPool and its namespace's quota to the children it should have: pure.
+
+:func:`plan` decides everything (what to apply, which conditions hold) without touching the API,
+so every decision is unit-testable; :mod:`hyperpool.controller.reconcile` only reads the inputs
+and applies the result. What the CRD schema cannot check (``minReplicaCount`` ≤
+``maxReplicaCount``, a missing Prometheus URL) ends up as an ``InvalidSpec`` finding here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from hyperpool.controller import naming, status
+from hyperpool.controller.params import DEFAULT_TERMINATION_GRACE, PoolParams
+from hyperpool.controller.quota import pod_quota_requests
+from hyperpool.controller.rules import build_prometheus_rule
+from hyperpool.controller.scaler import build_scaled_object
+from hyperpool.controller.status import Finding
+from hyperpool.controller.templates import TemplateError, Templates
+from hyperpool.controller.workload import build_deployment
+from hyperpool.models import WorkerPoolSpec, describe_validation_error
+from hyperpool.routing import pool_queue
+from hyperpool.scaling import fit, quota_max_replicas
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Operator-wide knobs (``hyperpool controller`` options)."""
+
+    templates: Templates = field(default_factory=Templates)
+    default_prometheus_url: str | None = None
+    termination_grace: int = DEFAULT_TERMINATION_GRACE
+
+
+@dataclass
+class Plan:
+    """The desired state of one pool: children to apply (Deployment first) and findings."""
+
+    params: PoolParams | None
+    children: list[dict[str, Any]]
+    findings: list[Finding]
+    queue: str | None = None
+
+    @property
+    def invalid(self) -> bool:
+        return any(f.reason == status.INVALID_SPEC for f in self.findings)
+
+
+def _resources(spec: WorkerPoolSpec) -> dict[str, dict[str, str]]:
+    result = {}
+    for part in ("requests", "limits"):
+        amounts = getattr(spec.initialResources, part)
+        values = {k: v for k, v in (("cpu", amounts.cpu), ("memory", amounts.memory)) if v}
+        if values:
+            result[part] = values
+    return result
+
+
+def _invalid(message: str) -> Plan:
+    return Plan(None, [], [Finding(status.INVALID_SPEC, message)])
+
+
+def plan(pool: Mapping[str, Any], budget: Mapping[str, Decimal] | None, *,
+         config: ControllerConfig) -> Plan:
+    """The children and findings of ``pool`` (a WorkerPool manifest).
+
+    ``budget`` is what worker pools may use per quota resource
+    (:func:`hyperpool.controller.quota.pool_budget`), ``None`` when the namespace has no
+    ResourceQuota.
+    """
+    meta = pool["metadata"]
+    raw = dict(pool.get("spec") or {})
+    # Quantities may arrive as integers (int-or-string in the CRD); the model keeps them as text.
+    try:
+        spec = WorkerPoolSpec.model_validate(raw)
+    except ValidationError as exc:
+        return _invalid(describe_validation_error(exc))
+    if not spec.image:
+        return _invalid("spec.image: required")
+    prometheus_url = spec.prometheusUrl or config.default_prometheus_url
+    if not prometheus_url:
+        return _invalid("spec.prometheusUrl: required (the controller has no default)")
+    namespace = meta["namespace"]
+    queue = pool_queue(spec, namespace)
+    resources = _resources(spec)
+    requests = pod_quota_requests({"containers": [{"resources": resources}]})
+    params = PoolParams(
+        pool_name=meta["name"], namespace=namespace, uid=meta.get("uid", ""),
+        name=naming.child_name(meta["name"]), task_type=spec.taskType, queue=queue,
+        image=spec.image, prometheus_url=prometheus_url, rabbit_hostname=spec.rabbitHostname,
+        redis_url=spec.redisUrl, min_replicas=spec.minReplicaCount,
+        max_replicas=spec.maxReplicaCount, resources=resources, pod_requests=requests,
+        termination_grace=config.termination_grace,
+    )
+    findings: list[Finding] = []
+    if budget is None:
+        top = spec.maxReplicaCount
+        findings.append(Finding(status.NO_RESOURCE_QUOTA, "no ResourceQuota in namespace "
+                                f"{namespace}: maxReplicaCount {top} is not capped"))
+    else:
+        top = quota_max_replicas(spec.maxReplicaCount, requests, budget)
+        room = fit(requests, budget)
+        if top < spec.maxReplicaCount:
+            findings.append(Finding(
+                status.QUOTA_LIMITED, f"the quota holds {room} pods of this pool: "
+                f"maxReplicaCount {spec.maxReplicaCount} capped to {top}"))
+        if spec.minReplicaCount > top:
+            findings.append(Finding(status.QUOTA_LIMITED, f"minReplicaCount "
+                                    f"{spec.minReplicaCount} exceeds what the quota holds ({top})"))
+    scaler_max = max(1, top)
+    params = replace(params, scaler_max=scaler_max, paused=spec.maxReplicaCount == 0,
+                     scaler_min=min(spec.minReplicaCount, top))
+    try:
+        children = render_children(params, config.templates)
+    except TemplateError as exc:
+        return Plan(params, [], [Finding(status.CHILDREN_FAILED, str(exc))], queue)
+    return Plan(params, children, findings, queue)
+
+
+def render_children(params: PoolParams, templates: Templates) -> list[dict[str, Any]]:
+    """Deployment, PrometheusRule, ScaledObject: built-in or from the user's templates."""
+    defaults = [
+        ("Deployment", build_deployment(params)),
+        ("PrometheusRule", build_prometheus_rule(params)),
+        ("ScaledObject", build_scaled_object(params)),
+    ]
+    return [templates.render(kind, params, default) for kind, default in defaults]
