@@ -16,6 +16,8 @@ need_pkg() {  # need_pkg COMMAND DEBIAN_PACKAGE
 
 need_pkg redis-server redis-server
 need_pkg rabbitmq-server rabbitmq-server
+# promtool (Prometheus' own checker) validates the recording rules and metric names in tests.
+need_pkg promtool prometheus
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   echo "services: starting redis-server" >&2

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client import REGISTRY
 
 from hyperpool.engine.dag import build_dag
 from hyperpool.engine.loader import load_workflow
@@ -92,6 +93,11 @@ def test_completion_order_respects_the_dag(tmp_path, namespace, start_worker, se
                 f"{task.task_type}#{task.index} started before {dag.tasks[dep].task_type}")
     models = {r.model for r in results.values()}
     assert models == {"pool", "job"}
+    completed = REGISTRY.get_sample_value("hyperpool_engine_tasks_completed_total", {
+        "task_type": "mDiffFit", "model": "pool", "outcome": "succeeded"})
+    dispatched = REGISTRY.get_sample_value("hyperpool_engine_tasks_dispatched_total", {
+        "task_type": "mDiffFit", "model": "pool"})
+    assert completed >= 73 and dispatched >= 73  # the engine's own metrics saw the run
 
 
 def chain(*steps: tuple[str, dict]) -> dict:
