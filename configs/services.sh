@@ -18,6 +18,10 @@ need_pkg redis-server redis-server
 need_pkg rabbitmq-server rabbitmq-server
 # promtool (Prometheus' own checker) validates the recording rules and metric names in tests.
 need_pkg promtool prometheus
+# Montage for the main job (`make run`) and its CI test: mProjectPP, mAdd, mViewer... come from
+# `montage`, mDiffFit and mConcatFit from `montage-gridtools`.
+need_pkg mProjectPP montage
+need_pkg mDiffFit montage-gridtools
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   echo "services: starting redis-server" >&2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -32,13 +33,25 @@ from hyperpool.settings import load_settings
               help="Replace every executable by a stub sleeping SECONDS (for tests/benchmarks).")
 @click.option("--resume", is_flag=True,
               help="Continue the last run in WORKDIR: finished tasks are not run again.")
+@click.option("--local-pools/--no-local-pools", default=True, show_default=True,
+              help="Run autoscaled local pools for the pooled task types (off when pools run "
+                   "elsewhere: `hyperpool pools up`, docker-compose, Kubernetes).")
+@click.option("--pools", "pool_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="WorkerPool manifests sizing the local pools (repeatable).")
+@click.option("--budget-cpu", help="Cores local pools may use (default: this machine's).")
+@click.option("--budget-memory", help="Memory local pools may use, e.g. 8Gi (default: 80% of "
+                                      "this machine's).")
+@click.option("--cooldown", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Seconds a local pool's queue must stay empty before it scales to zero.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve the engine's Prometheus /metrics on this port.")
 @click.option("--json-summary", type=click.Path(dir_okay=False, path_type=Path),
               help="Write {tasks_total, succeeded, failed, makespan_seconds, ...} here.")
 def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, attempts: int,
-        backoff: float, stub_sleep: float | None, resume: bool, metrics_port: int | None,
-        json_summary: Path | None) -> None:
+        backoff: float, stub_sleep: float | None, resume: bool, local_pools: bool,
+        pool_files: tuple[Path, ...], budget_cpu: str | None, budget_memory: str | None,
+        cooldown: float, metrics_port: int | None, json_summary: Path | None) -> None:
     """Run the HyperFlow workflow in WORKDIR (workflow.json + optional executionModels)."""
     if not workdir.is_dir():
         raise ConfigError("no such directory", source=str(workdir))
@@ -68,8 +81,16 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
         done, adopted = engine.resume()
         click.echo(f"hyperpool: resuming: {done} task(s) already done, {adopted} running job(s) "
                    "adopted", err=True)
+    pools: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if local_pools and routing.queues:
+        from hyperpool.local.embedded import local_pools as embedded_pools
+
+        pools = embedded_pools(settings, routing, workdir, list(pool_files),
+                               budget_cpu=budget_cpu, budget_memory=budget_memory,
+                               cooldown=cooldown)
     try:
-        outcome = engine.run()
+        with pools:
+            outcome = engine.run()
     finally:
         progress.close(engine)
         if publisher is not None:

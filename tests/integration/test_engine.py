@@ -48,7 +48,7 @@ def workdir_for(tmp_path: Path, workflow: dict | str, pooled: list[str]) -> Path
 def run_cli(work: Path, namespace: str, *args: str, timeout: float = 240,
             **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hyperpool", "run", str(work), *args],
+        [sys.executable, "-m", "hyperpool", "run", str(work), "--no-local-pools", *args],
         env=hyperpool_env(namespace, work, HF_VAR_function="command", **env),
         capture_output=True, text=True, timeout=timeout)
 
@@ -191,7 +191,7 @@ def test_ctrl_c_stops_cleanly(tmp_path, namespace, start_worker):
     work = workdir_for(tmp_path, wf, ["pooled"])
     start_worker(f"{namespace}.pooled", work_dir=work)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hyperpool", "run", str(work)],
+        [sys.executable, "-m", "hyperpool", "run", str(work), "--no-local-pools"],
         env=hyperpool_env(namespace, work), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     wait_for(lambda: (work / "job-started").exists(), what="job start")

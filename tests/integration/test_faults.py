@@ -28,8 +28,8 @@ MONTAGE_POOLS = ["mProjectPP", "mDiffFit", "mBackground"]
 
 def start_run(work, namespace, *args, **env):
     return subprocess.Popen(
-        [sys.executable, "-m", "hyperpool", "run", str(work), "--json-summary",
-         str(work / "summary.json"), *args],
+        [sys.executable, "-m", "hyperpool", "run", str(work), "--no-local-pools",
+         "--json-summary", str(work / "summary.json"), *args],
         env=hyperpool_env(namespace, work, HF_VAR_function="command", **env),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

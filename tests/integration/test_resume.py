@@ -31,7 +31,7 @@ def test_kill_engine_and_resume(tmp_path, namespace, start_worker):
     for _ in range(2):
         start_worker(f"{namespace}.step", work_dir=work)
     env = hyperpool_env(namespace, work)
-    argv = [sys.executable, "-m", "hyperpool", "run", str(work)]
+    argv = [sys.executable, "-m", "hyperpool", "run", str(work), "--no-local-pools"]
     first = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
     ran = work / "ran.txt"
     wait_for(lambda: ran.exists() and len(ran.read_text().split()) >= 8, what="8 tasks run")

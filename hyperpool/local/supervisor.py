@@ -1,0 +1,403 @@
+"""The local pool supervisor: keep 0..max worker processes per pool, sized by queue depth.
+
+Every tick (0.25 s by default) it reaps exited workers, measures the pool queues
+(:mod:`~hyperpool.local.probe`), computes desired replicas with the shared formula
+(:func:`hyperpool.scaling.desired_replicas`, the local budget playing the ResourceQuota) and
+reconciles:
+
+* **Up at once**: a pool below its desired count starts workers in the same tick, round-robin
+  across pools while the budget has room (the budget is a hard limit, like a ResourceQuota
+  admitting pods; the formula's ceilings may add up to a little more than it).
+* **Down after a cooldown**: the target is the *highest* desired count of the last ``cooldown``
+  seconds (the HPA's stabilisation window, KEDA's cooldownPeriod for zero), so a pool reaches
+  zero only after its queue stayed empty that long, and a burst's tail does not cause churn.
+  Exception: when another pool wants workers the budget cannot admit, surplus held only by
+  that window is released now — the Montage stages follow each other and should not wait
+  ``cooldown`` for the previous stage's idle workers.
+* **Stopping is warm**: SIGTERM to idle workers first, then the newest; a busy worker finishes
+  its task. Draining workers that still run a task keep their budget until they exit, as
+  terminating pods keep their quota.
+* **Crashes**: an unexpected exit is logged and the worker is replaced if still desired, with
+  exponential back-off for workers that die young (a wrong broker URL must not fork-bomb).
+
+The supervisor runs in a thread of its own (:meth:`Supervisor.start`); the caller's thread
+keeps signal handling (``pools up``) or the workflow engine (``hyperpool run``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hyperpool.errors import ConfigError
+from hyperpool.local.budget import NOTHING, Resources
+from hyperpool.local.manifests import PoolConfig
+from hyperpool.local.probe import QueueDepth, QueueProbe
+from hyperpool.local.workers import WorkerProcess, refresh_busy
+from hyperpool.scaling import PoolDemand, desired_replicas
+from hyperpool.settings import Settings
+
+log = logging.getLogger("hyperpool.local")
+
+DEFAULT_COOLDOWN = 30.0
+DEFAULT_INTERVAL = 0.25
+BUSY_REFRESH_SECONDS = 1.0
+STARTUP_GRACE_SECONDS = 10.0
+FAST_TICK_SECONDS = 0.05
+YOUNG_CRASH_SECONDS = 10.0
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclass
+class SupervisorOptions:
+    """How the supervisor sizes and runs pools (see the module docstring for the why)."""
+
+    budget: Resources
+    work_dir: Path
+    cooldown: float = DEFAULT_COOLDOWN
+    interval: float = DEFAULT_INTERVAL
+    log_dir: Path | None = None
+    worker_loglevel: str = "INFO"
+    max_starting: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+
+
+@dataclass
+class Pool:
+    """A pool's configuration plus what the supervisor currently knows and runs."""
+
+    config: PoolConfig
+    workers: list[WorkerProcess] = field(default_factory=list)
+    window: deque[tuple[float, int]] = field(default_factory=deque)
+    depth: QueueDepth | None = None
+    desired: int = 0
+    target: int = 0
+    restarts: int = 0
+    crash_streak: int = 0
+    not_before: float = 0.0
+    limited: bool = False
+
+    @property
+    def active(self) -> list[WorkerProcess]:
+        return [w for w in self.workers if not w.draining]
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for w in self.workers if w.busy)
+
+    def held(self, now: float, cooldown: float) -> int:
+        """Highest desired count within the cooldown window (the scale-down stabiliser)."""
+        while len(self.window) > 1 and self.window[0][0] < now - cooldown:
+            self.window.popleft()
+        return max(d for _, d in self.window)
+
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class Supervisor:
+    """Autoscales local worker pools; see the module docstring."""
+
+    def __init__(self, settings: Settings, pools: Sequence[PoolConfig],
+                 options: SupervisorOptions, *, probe: QueueProbe | None = None,
+                 listeners: Sequence[Listener] = ()):
+        self.settings = settings
+        self.options = options
+        self.pools = [Pool(config) for config in pools]
+        self.probe = probe or QueueProbe(settings, [p.queue for p in pools])
+        self.listeners = list(listeners)
+        self.started_at = time.time()
+        self._busy_at = float("-inf")
+        self._stop = threading.Event()
+        self._force = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._drain_timeout: float | None = None
+        self.error: BaseException | None = None
+        self.check_budget()
+
+    # -- set-up ---------------------------------------------------------------------------
+    def check_budget(self) -> None:
+        """Refuse pools of which not even one worker fits (their tasks would wait forever)."""
+        budget = self.options.budget
+        for pool in self.pools:
+            request = pool.config.request
+            if not request.fits_in(budget):
+                raise ConfigError(
+                    f"pool {pool.config.name!r}: one worker requests {request.describe()} but "
+                    f"the local budget is {budget.describe()}; lower "
+                    "spec.initialResources.requests or raise --budget-cpu/--budget-memory",
+                    source=pool.config.source)
+        floor = NOTHING
+        for pool in self.pools:
+            for _ in range(pool.config.min_replicas):
+                floor = floor + pool.config.request
+        if not floor.fits_in(budget):
+            log.warning("the pools' minReplicaCount need %s, more than the budget %s; some "
+                        "will stay below their minimum", floor.describe(), budget.describe())
+
+    # -- the reconcile loop ---------------------------------------------------------------
+    def _reap(self, now: float) -> None:
+        for pool in self.pools:
+            for worker in list(pool.workers):
+                code = worker.poll()
+                if code is None:
+                    continue
+                pool.workers.remove(worker)
+                if worker.draining:
+                    log.debug("pool %s: worker %d stopped (exit %s)", pool.config.name,
+                              worker.pid, code)
+                    continue
+                pool.restarts += 1
+                young = worker.age(now) < YOUNG_CRASH_SECONDS
+                pool.crash_streak = pool.crash_streak + 1 if young else 0
+                delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** (pool.crash_streak - 1)) if young else 0
+                pool.not_before = now + delay
+                where = f"; see {worker.log_path}" if worker.log_path else ""
+                log.warning("pool %s: worker %d exited unexpectedly with code %s%s; replacing "
+                            "it%s", pool.config.name, worker.pid, code, where,
+                            f" in {delay:g}s" if delay else "")
+
+    def _used(self) -> Resources:
+        """Budget held by workers: all but draining ones known to be idle."""
+        used = NOTHING
+        for pool in self.pools:
+            for worker in pool.workers:
+                if worker.draining and worker.busy is False:
+                    continue
+                used = used + pool.config.request
+        return used
+
+    def _measure(self, now: float) -> None:
+        workers = [w for p in self.pools for w in p.workers]
+        if now >= self._busy_at:
+            refresh_busy(workers)
+            self._busy_at = now + BUSY_REFRESH_SECONDS
+        depths = self.probe.sample()
+        demands = []
+        for pool in self.pools:
+            pool.depth = depths.get(pool.config.queue)
+            if pool.depth is None:
+                continue
+            # Never ready alone: unacked (stale up to the stats interval) floored by the
+            # workers seen running a task right now.
+            depth = pool.depth.ready + max(pool.depth.unacked, pool.busy)
+            demands.append(PoolDemand(pool.config.name, depth, pool.config.max_replicas,
+                                      pool.config.min_replicas,
+                                      pool.config.request.as_mapping()))
+        desired = desired_replicas(demands, self.options.budget.as_mapping())
+        for pool in self.pools:
+            # An unmeasured queue keeps its pool as it is until the broker answers again.
+            pool.desired = desired.get(pool.config.name, len(pool.active))
+            pool.window.append((now, pool.desired))
+
+    def tick(self) -> None:
+        """One reconcile pass (public for tests and benchmarks)."""
+        now = time.monotonic()
+        self._reap(now)
+        self._measure(now)
+        budget = self.options.budget
+        used = self._used()
+        pressure = any(
+            pool.desired > len(pool.active) and now >= pool.not_before
+            and not (used + pool.config.request).fits_in(budget)
+            for pool in self.pools)
+        for pool in self.pools:
+            held = pool.held(now, self.options.cooldown)
+            pool.target = max(pool.config.min_replicas, pool.desired if pressure else held)
+            self._scale_down(pool)
+        self._scale_up(now)
+        self._notify()
+
+    def _scale_down(self, pool: Pool) -> None:
+        active = pool.active
+        surplus = len(active) - pool.target
+        if surplus <= 0:
+            return
+        # Idle first (busy False before True/None), newest first within each group.
+        order = sorted(active, key=lambda w: (w.busy is not False, -w.started))
+        victims = order[:surplus]
+        log.info("pool %s: %d -> %d workers (depth %s); warm shutdown of %s", pool.config.name,
+                 len(active), pool.target, self._depth_text(pool),
+                 ", ".join(str(w.pid) for w in victims))
+        for worker in victims:
+            worker.stop()
+
+    def _starting(self, now: float) -> int:
+        """Workers started but not consuming yet (their queue has fewer consumers)."""
+        starting = 0
+        for pool in self.pools:
+            young = sum(1 for w in pool.active if w.age(now) < STARTUP_GRACE_SECONDS)
+            consumers = pool.depth.consumers if pool.depth else 0
+            settled = len(pool.active) - young
+            starting += max(0, young - max(0, consumers - settled))
+        return starting
+
+    def _scale_up(self, now: float) -> None:
+        budget = self.options.budget
+        used = self._used()
+        before = {pool.config.name: len(pool.active) for pool in self.pools}
+        pending = [p for p in self.pools if len(p.active) < p.target and now >= p.not_before]
+        # Start at most a core's worth of workers at a time: eight Python processes importing
+        # Celery at once on two cores delay the *first* task by ~2.4 s; in waves it starts in
+        # well under a second and the last worker is ready about as soon.
+        slots = self.options.max_starting - self._starting(now)
+        for pool in self.pools:
+            pool.limited = False
+        while pending and slots > 0:
+            for pool in list(pending):
+                if slots <= 0:
+                    break
+                if not (used + pool.config.request).fits_in(budget):
+                    pool.limited = True
+                    pending.remove(pool)
+                    continue
+                slots -= 1
+                pool.workers.append(WorkerProcess.start(
+                    pool.config.name, pool.config.queue, settings=self.settings,
+                    work_dir=self.options.work_dir, log_dir=self.options.log_dir,
+                    loglevel=self.options.worker_loglevel))
+                used = used + pool.config.request
+                if len(pool.active) >= pool.target:
+                    pending.remove(pool)
+        for pool in self.pools:
+            started = len(pool.active) - before[pool.config.name]
+            if started:
+                log.info("pool %s: %d -> %d workers (depth %s, desired %d)%s",
+                         pool.config.name, before[pool.config.name], len(pool.active),
+                         self._depth_text(pool), pool.desired,
+                         "; budget exhausted" if pool.limited else "")
+
+    @staticmethod
+    def _depth_text(pool: Pool) -> str:
+        d = pool.depth
+        return "unknown" if d is None else f"{d.depth}: {d.ready} ready, {d.unacked} unacked"
+
+    # -- observers ------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """What ``hyperpool status`` shows: budget, and per pool depth, replicas, workers."""
+        now = time.monotonic()
+        pools = []
+        for pool in self.pools:
+            c, d = pool.config, pool.depth
+            pools.append({
+                "name": c.name, "task_type": c.task_type, "queue": c.queue, "source": c.source,
+                "min_replicas": c.min_replicas, "max_replicas": c.max_replicas,
+                "request": c.request.to_json(),
+                "ready": d.ready if d else None, "unacked": d.unacked if d else None,
+                "consumers": d.consumers if d else None, "depth": d.depth if d else None,
+                "replicas": len(pool.active), "draining": len(pool.workers) - len(pool.active),
+                "busy": pool.busy, "desired": pool.desired, "target": pool.target,
+                "quota_limited": pool.limited, "restarts": pool.restarts,
+                "workers": [w.describe(now) for w in pool.workers],
+            })
+        return {
+            "namespace": self.settings.namespace, "work_dir": str(self.options.work_dir),
+            "started": self.started_at, "updated": time.time(),
+            "interval": self.options.interval, "cooldown": self.options.cooldown,
+            "budget": self.options.budget.to_json(), "used": self._used().to_json(),
+            "pools": pools,
+        }
+
+    def _notify(self) -> None:
+        if not self.listeners:
+            return
+        snap = self.snapshot()
+        for listener in self.listeners:
+            try:
+                listener(snap)
+            except Exception:  # noqa: BLE001 - observers must not stop the pools
+                log.exception("pool state listener failed")
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> Supervisor:
+        """Declare the pool queues (fails fast if RabbitMQ is down), then run in a thread."""
+        self.probe.declare()
+        self._thread = threading.Thread(target=self._serve, name="hyperpool-pools", daemon=True)
+        self._thread.start()
+        return self
+
+    def _next_wait(self) -> float:
+        """Tick fast while workers are starting, so the next wave follows without delay."""
+        now = time.monotonic()
+        scaling = any(len(p.active) < p.target and now >= p.not_before for p in self.pools)
+        if scaling or self._starting(now):
+            return min(self.options.interval, FAST_TICK_SECONDS)
+        return self.options.interval
+
+    def _serve(self) -> None:
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.tick()
+                    failures = 0
+                except Exception as exc:  # noqa: BLE001 - e.g. fork failing under load
+                    failures += 1
+                    self.error = exc
+                    if failures == 1:
+                        log.exception("pool supervisor tick failed; retrying every second")
+                self._stop.wait(1.0 if failures else self._next_wait())
+        finally:
+            self.drain(self._drain_timeout)
+            self.probe.close()
+            for listener in self.listeners:
+                close = getattr(listener, "close", None)
+                if close is not None:
+                    close()
+
+    def stop(self, *, drain_timeout: float | None = None, wait: bool = True) -> None:
+        """Stop scaling and drain: SIGTERM every worker, wait for all (or ``drain_timeout``)."""
+        self._drain_timeout = drain_timeout
+        self._stop.set()
+        if wait:
+            self.join()
+
+    def force(self) -> None:
+        """Kill the workers now (a second Ctrl-C); their running tasks are redelivered."""
+        self._force.set()
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the supervisor thread; ``True`` when it has finished."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def drain(self, timeout: float | None = None, poll: float = 0.05) -> bool:
+        """Warm-stop every worker and wait for them; kill the rest after ``timeout`` or force.
+
+        Returns ``True`` when every worker exited on its own.
+        """
+        workers = [w for p in self.pools for w in p.workers]
+        if workers:
+            log.info("draining %d worker(s): running tasks finish first", len(workers))
+        for worker in workers:
+            worker.stop()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        clean = True
+        while any(w.poll() is None for w in workers):
+            if self._force.is_set() or (deadline is not None and time.monotonic() > deadline):
+                alive = [w for w in workers if w.poll() is None]
+                log.warning("killing %d worker(s); their tasks will be redelivered", len(alive))
+                for worker in alive:
+                    worker.kill()
+                clean = False
+                break
+            time.sleep(poll)
+        for worker in workers:
+            worker.proc.wait()
+        for pool in self.pools:
+            pool.workers.clear()
+        self._notify()
+        return clean

@@ -1,0 +1,178 @@
+"""Worker processes of a local pool: start, warm-stop, tell busy from idle, reap.
+
+Each worker is ``python -m hyperpool worker --queue Q`` (concurrency 1: one worker is one
+"pod", so the budget counts processes). Why the details:
+
+* **Own session**: a Ctrl-C in the terminal goes to the whole foreground process group; the
+  workers must not get it, because the supervisor decides how they stop (warm, then forced
+  on a second Ctrl-C).
+* **Parent-death signal** (``setpriv --pdeathsig TERM`` when util-linux has it): if the
+  supervisor is killed outright, its workers get SIGTERM, i.e. a warm shutdown, instead of
+  consuming forever as orphans. ``setpriv`` execs the worker, so the PID is the worker's.
+* **Stopping is SIGTERM only**: Celery's warm shutdown finishes the running task and takes no
+  new one, so scaling down never kills a task. Only :meth:`WorkerProcess.kill` (a second
+  Ctrl-C, or a drain timeout the caller chose) kills, and then the unacknowledged message is
+  redelivered by the broker.
+* **Busy = has a task process**: a busy worker's pool child runs the task's command, so the
+  worker has more than one descendant. This is a preference when choosing whom to stop and
+  whether a draining worker still uses its budget; correctness never depends on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import psutil
+
+from hyperpool.settings import Settings
+
+_sequence = itertools.count(1)
+
+
+@functools.lru_cache(maxsize=1)
+def _pdeathsig_prefix() -> tuple[str, ...]:
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return ()
+    try:
+        ok = subprocess.run([setpriv, "--pdeathsig", "TERM", "--", "true"],  # noqa: S603
+                            capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return (setpriv, "--pdeathsig", "TERM", "--") if ok else ()
+
+
+def worker_command(queue: str, *, loglevel: str = "INFO") -> list[str]:
+    """The argv of one pool worker on ``queue``."""
+    return [*_pdeathsig_prefix(), sys.executable, "-m", "hyperpool", "worker", "--queue", queue,
+            "--concurrency", "1", "--loglevel", loglevel]
+
+
+def worker_env(settings: Settings, queue: str, work_dir: Path,
+               base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a worker: the supervisor's settings, explicitly.
+
+    Settings may have been built in code (embedded mode), so they are written out rather than
+    trusted to be in ``os.environ``. The delivery limit must match, or the worker's queue
+    declaration would differ from the supervisor's and RabbitMQ would refuse it.
+    """
+    env = dict(os.environ if base is None else base)
+    env.update(
+        HYPERPOOL_BROKER_URL=settings.broker_url,
+        HYPERPOOL_REDIS_URL=settings.redis_url,
+        HYPERPOOL_NAMESPACE=settings.namespace,
+        HYPERPOOL_QUEUE=queue,
+        HYPERPOOL_WORK_DIR=str(work_dir),
+        HYPERPOOL_DELIVERY_LIMIT=str(settings.delivery_limit),
+        HYPERPOOL_CONNECT_TIMEOUT=str(settings.connect_timeout),
+        PYTHONUNBUFFERED="1",
+    )
+    # One port cannot serve every worker; the supervisor exports the pool metrics itself.
+    env.pop("HYPERPOOL_METRICS_PORT", None)
+    return env
+
+
+class WorkerProcess:
+    """One running ``hyperpool worker`` of a pool."""
+
+    def __init__(self, pool: str, proc: subprocess.Popen[bytes], log_path: Path | None):
+        self.pool = pool
+        self.proc = proc
+        self.log_path = log_path
+        self.started = time.monotonic()
+        self.draining_since: float | None = None
+        self.busy: bool | None = None
+
+    @classmethod
+    def start(cls, pool: str, queue: str, *, settings: Settings, work_dir: Path,
+              log_dir: Path | None = None, loglevel: str = "INFO") -> WorkerProcess:
+        log_path = None
+        out: int | object = None
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = log_dir / f"{pool}.{os.getpid()}-{next(_sequence)}.log"
+            out = log_path.open("ab")
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - fixed argv
+                worker_command(queue, loglevel=loglevel), cwd=work_dir,
+                env=worker_env(settings, queue, work_dir), stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT if out is not None else None,
+                start_new_session=True,
+            )
+        finally:
+            if out is not None:
+                out.close()  # type: ignore[union-attr]
+        return cls(pool, proc, log_path)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def draining(self) -> bool:
+        return self.draining_since is not None
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def age(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self.started
+
+    def stop(self) -> None:
+        """Warm shutdown: finish the running task (if any), take no new one, exit."""
+        if self.draining_since is None:
+            self.draining_since = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Kill the worker and every task process it started (their messages are redelivered).
+
+        Task commands run in their own session, so killing the worker alone would orphan them.
+        """
+        try:
+            family = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            family = []
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        for child in family:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+
+    def describe(self, now: float) -> dict[str, object]:
+        return {"pid": self.pid, "age_seconds": round(self.age(now), 1),
+                "state": "draining" if self.draining else "running", "busy": self.busy,
+                "log": str(self.log_path) if self.log_path else None}
+
+
+def refresh_busy(workers: list[WorkerProcess]) -> None:
+    """Mark each worker busy when it has a task process (one /proc scan for all of them)."""
+    if not workers:
+        return
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["pid", "ppid"]):
+        info = proc.info
+        children.setdefault(info["ppid"], []).append(info["pid"])
+
+    def descendants(pid: int) -> int:
+        count, stack = 0, list(children.get(pid, ()))
+        while stack:
+            child = stack.pop()
+            count += 1
+            stack.extend(children.get(child, ()))
+        return count
+
+    for worker in workers:
+        # Main process -> prefork child (1 descendant when idle) -> task command (busy).
+        worker.busy = descendants(worker.pid) > 1 if worker.poll() is None else False
