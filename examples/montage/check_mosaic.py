@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from make_sky import PIXEL_DEG, sky
 
 

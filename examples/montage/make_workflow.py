@@ -65,7 +65,8 @@ def make_workflow(out: Path) -> dict:
     table(out / "plist.tbl", projected)
     table(out / "clist.tbl", corrected)
     overlaps = pairs(rows, cols)
-    stat_lines = ["| cntr1 | cntr2 | stat                 |", "| int   | int   | char                 |"]
+    stat_lines = ["| cntr1 | cntr2 | stat                 |",
+                  "| int   | int   | char                 |"]
     stat_lines += [f"  {a:5d}   {b:5d}   fit.{a}.{b}.txt" for a, b in overlaps]
     (out / "statfiles.tbl").write_text("\n".join(stat_lines) + "\n")
 
