@@ -63,6 +63,40 @@ def parse_quantity(value: str | int | float) -> Decimal:
     return base * (Decimal(10) ** int(suffix[1:]))
 
 
+_SI_SUFFIX = {18: "E", 15: "P", 12: "T", 9: "G", 6: "M", 3: "k", 0: "", -3: "m", -6: "u",
+              -9: "n"}
+
+
+def canonical_quantity(value: str | int | float) -> str:
+    """The string the Kubernetes API server stores for ``value`` (``"0.5"`` -> ``"500m"``).
+
+    Server-side apply compares applied and stored *text*: applying ``"0.5"`` over a stored
+    ``"500m"`` counts as a change and writes the object again on every reconcile (see
+    kubernetes/kubernetes#121404). Applying the canonical form keeps re-applies no-ops. Same
+    rules as apimachinery's ``Quantity.String()``: the format (binary SI, decimal SI, decimal
+    exponent) follows the input's suffix; the mantissa is the largest exact integer.
+    """
+    amount = parse_quantity(value)
+    text = str(value).strip()
+    if amount == 0:
+        return "0"
+    # apimachinery rounds sub-nano precision up to the next nano-unit.
+    amount = (amount * 10**9).to_integral_value(rounding="ROUND_CEILING") / Decimal(10**9)
+    binary = any(text.endswith(s) for s in _BINARY)
+    exponent = bool(re.search(r"[eE][-+]?[0-9]+$", text))
+    if binary and amount == amount.to_integral_value() and amount >= 1024:
+        for suffix, factor in sorted(_BINARY.items(), key=lambda kv: -kv[1]):
+            if amount % factor == 0:
+                return f"{int(amount // factor)}{suffix}"
+    for exp in sorted(_SI_SUFFIX, reverse=True):
+        mantissa = amount / (Decimal(10) ** exp)
+        if mantissa == mantissa.to_integral_value():
+            if exponent:
+                return str(int(mantissa)) if exp == 0 else f"{int(mantissa)}e{exp}"
+            return f"{int(mantissa)}{_SI_SUFFIX[exp]}"
+    return str(amount)  # pragma: no cover - nano rounding above makes exp=-9 always match
+
+
 def format_cpu(cores: Decimal | float) -> str:
     """Render cores as Kubernetes writes them: millicores when fractional (``"500m"``)."""
     millis = Decimal(str(cores)) * 1000

@@ -115,10 +115,11 @@ async def _repair_loop(api: KubeApi, config: ControllerConfig, namespaces: Seque
 
 def build_registry(api: KubeApi, config: ControllerConfig, *,
                    interval: float = DEFAULT_INTERVAL,
-                   namespaces: Sequence[str] = ()) -> kopf.OperatorRegistry:
+                   namespaces: Sequence[str] = (), login: bool = True) -> kopf.OperatorRegistry:
     """A registry with the controller's handlers bound to ``api`` and ``config``.
 
-    ``namespaces`` (patterns as for kopf; empty: all) bounds the repair loop.
+    ``namespaces`` (patterns as for kopf; empty: all) bounds the repair loop. ``login=False``
+    leaves authentication to the caller (tests against an emulated API server).
     """
     registry = kopf.OperatorRegistry()
     resource = (naming.GROUP, naming.VERSION, naming.PLURAL)
@@ -128,6 +129,14 @@ def build_registry(api: KubeApi, config: ControllerConfig, *,
     async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_settings(settings)
         tasks.append(asyncio.create_task(_repair_loop(api, config, namespaces, interval)))
+
+    # A fresh registry does not carry kopf's default login handlers (those are registered on
+    # the global default registry only), so log in explicitly through the kubernetes client,
+    # which reads KUBECONFIG or the in-cluster service account.
+    if login:
+        @kopf.on.login(registry=registry)
+        def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+            return kopf.login_via_client(**kwargs)
 
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:

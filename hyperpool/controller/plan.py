@@ -24,6 +24,7 @@ from hyperpool.controller.status import Finding
 from hyperpool.controller.templates import TemplateError, Templates
 from hyperpool.controller.workload import build_deployment
 from hyperpool.models import WorkerPoolSpec, describe_validation_error
+from hyperpool.quantities import canonical_quantity
 from hyperpool.routing import pool_queue
 from hyperpool.scaling import fit, quota_max_replicas
 
@@ -55,7 +56,9 @@ def _resources(spec: WorkerPoolSpec) -> dict[str, dict[str, str]]:
     result = {}
     for part in ("requests", "limits"):
         amounts = getattr(spec.initialResources, part)
-        values = {k: v for k, v in (("cpu", amounts.cpu), ("memory", amounts.memory)) if v}
+        # Canonical text, so re-applying is a no-op for server-side apply (see quantities).
+        values = {k: canonical_quantity(v) for k, v in (("cpu", amounts.cpu),
+                                                        ("memory", amounts.memory)) if v}
         if values:
             result[part] = values
     return result

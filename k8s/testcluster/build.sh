@@ -81,7 +81,8 @@ cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 vendor/github.com/mode
 rm -rf vendor/github.com/modern-go/reflect2/.git* vendor/github.com/modern-go/reflect2/*_test.go
 
 # kubemark's hollow kubelet listens on all interfaces; these machines allow loopback only.
-grep -rl '"0.0.0.0"' pkg/kubemark cmd/kubemark 2>/dev/null | xargs -r sed -i 's/"0\.0\.0\.0"/"127.0.0.1"/g'
+{ grep -rl '"0.0.0.0"' pkg/kubemark cmd/kubemark 2>/dev/null || true; } |
+  xargs -r sed -i 's/"0\.0\.0\.0"/"127.0.0.1"/g'
 # Its fake cAdvisor reports 1 core / 3.75 GiB: too small for pools of 0.5-core pods. Tests
 # bound pods with ResourceQuotas, not node capacity, so give the hollow node 16 cores, 64 GiB.
 sed -i -e 's/fakeNumCores       = 1$/fakeNumCores       = 16/' \

@@ -124,8 +124,9 @@ def test_deployment_runs_the_worker_safely_and_leaves_replicas_to_keda():
         "HYPERPOOL_QUEUE": "default.mProject", "QUEUE_NAME": "default.mProject",
         "HYPERPOOL_NAMESPACE": "default", "HF_VAR_NAMESPACE": "default",
     }
-    assert container["resources"] == {"requests": {"cpu": "0.5", "memory": "524288000"},
-                                      "limits": {"cpu": "0.5", "memory": "524288000"}}
+    # the API server's canonical text of "0.5" / "524288000", so re-applies are no-ops
+    assert container["resources"] == {"requests": {"cpu": "500m", "memory": "524288k"},
+                                      "limits": {"cpu": "500m", "memory": "524288k"}}
     sec = container["securityContext"]
     assert sec["runAsNonRoot"] and not sec["allowPrivilegeEscalation"]
     assert sec["capabilities"] == {"drop": ["ALL"]}

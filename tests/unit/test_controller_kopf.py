@@ -44,7 +44,7 @@ async def run_operator(kmock, api: FakeApi, pool: dict, until, *, interval: floa
         kmocklib.ResourceInfo(kind="CustomResourceDefinition", namespaced=False,
                               verbs={"list", "watch"})
     kmock.objects[RESOURCE, "default", pool["metadata"]["name"]] = pool
-    registry = build_registry(api, ControllerConfig(), interval=interval)
+    registry = build_registry(api, ControllerConfig(), interval=interval, login=False)
 
     @kopf.on.login(registry=registry)
     def _login(**_):

@@ -5,7 +5,7 @@ import yaml
 
 from hyperpool.errors import ConfigError
 from hyperpool.models import TaskMessage, WorkerPool, WorkerPoolSpec, validate
-from hyperpool.quantities import format_bytes, format_cpu, parse_quantity
+from hyperpool.quantities import canonical_quantity, format_bytes, format_cpu, parse_quantity
 from tests.conftest import REPO
 
 SEED_MANIFEST = """
@@ -125,3 +125,11 @@ def test_files_cannot_escape_the_work_dir(field, value, ok):
     else:
         with pytest.raises(ConfigError):
             validate(TaskMessage, data, source="m")
+
+
+@pytest.mark.parametrize("text,canonical", [
+    ("0.5", "500m"), ("524288000", "524288k"), ("512Mi", "512Mi"), ("1.5Gi", "1536Mi"),
+    ("1000", "1k"), ("1500", "1500"), ("1e3", "1e3"), ("1.5Ki", "1536"), ("0", "0"),
+])
+def test_canonical_quantities_match_the_api_server(text, canonical):
+    assert canonical_quantity(text) == canonical
