@@ -88,6 +88,8 @@ class PrivateRabbit:
                        env=self.env(), check=True, capture_output=True)
 
     def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
         subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], env=self.env(),
                        capture_output=True, timeout=60)
         if self.proc is not None:
@@ -120,7 +122,7 @@ class PrivateRedis:
         _wait(lambda: _ping(client), 20, "private redis")
 
     def stop(self) -> None:
-        if self.proc is not None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=20)
 

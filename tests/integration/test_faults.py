@@ -103,44 +103,39 @@ def test_scale_down_under_load_finishes_running_tasks(tmp_path, namespace, start
           f" drain={grace:.1f}s")
 
 
-def test_broker_restart_mid_run(tmp_path, namespace, start_worker):
-    rabbit = PrivateRabbit()
-    rabbit.start()
+def restart_mid_run(service, env, label, tmp_path, namespace, start_worker) -> None:
+    """Run 469 tasks through pools and stop + restart ``service`` while they run."""
+    service.start()
     try:
-        env = {"HYPERPOOL_BROKER_URL": rabbit.url}
         work = workdir_for(tmp_path, "legacy-montage-1.0-469", MONTAGE_POOLS)
         for task_type in MONTAGE_POOLS:
             start_worker(f"{namespace}.{task_type}", work_dir=work, **env)
         run = start_run(work, namespace, "--stub-sleep", "0.05", **env)
         time.sleep(2.0)
-        assert run.poll() is None, "the run must still be going when the broker stops"
-        rabbit.stop()
+        assert run.poll() is None, f"the run must still be going when {label} stops"
+        service.stop()
         time.sleep(2.0)
-        rabbit.start()
+        service.start()
         summary = finish(run, work)
         assert summary["tasks_total"] == 469
-        print(f"\nbroker-restart: tasks=469 lost=0 duplicates={summary['duplicates_ignored']}")
+        print(f"\n{label}-restart: tasks=469 lost=0 "
+              f"duplicates={summary['duplicates_ignored']}")
     finally:
-        rabbit.stop()
+        service.stop()
+
+
+def test_broker_restart_mid_run(tmp_path, namespace, start_worker):
+    """Durable quorum queues, persistent messages and confirms carry the run across it."""
+    rabbit = PrivateRabbit()
+    try:
+        restart_mid_run(rabbit, {"HYPERPOOL_BROKER_URL": rabbit.url}, "broker", tmp_path,
+                        namespace, start_worker)
+    finally:
         rabbit.remove()
 
 
 def test_redis_restart_mid_run(tmp_path, namespace, start_worker):
+    """Executors retry their reports and the engine waits; the stream survives (AOF)."""
     store = PrivateRedis(tmp_path / "redis")
-    store.start()
-    try:
-        env = {"HYPERPOOL_REDIS_URL": store.url}
-        work = workdir_for(tmp_path, "legacy-montage-1.0-469", MONTAGE_POOLS)
-        for task_type in MONTAGE_POOLS:
-            start_worker(f"{namespace}.{task_type}", work_dir=work, **env)
-        run = start_run(work, namespace, "--stub-sleep", "0.05", **env)
-        time.sleep(2.0)
-        assert run.poll() is None, "the run must still be going when Redis stops"
-        store.stop()
-        time.sleep(2.0)
-        store.start()
-        summary = finish(run, work)
-        assert summary["tasks_total"] == 469
-        print(f"\nredis-restart: tasks=469 lost=0 duplicates={summary['duplicates_ignored']}")
-    finally:
-        store.stop()
+    restart_mid_run(store, {"HYPERPOOL_REDIS_URL": store.url}, "redis", tmp_path, namespace,
+                    start_worker)
