@@ -20,10 +20,10 @@ services:
 	bash configs/services.sh
 
 lint: setup
-	$(BIN)/ruff check hyperpool tests bench examples
+	$(BIN)/ruff check .
 
 test: setup services
-	$(BIN)/ruff check hyperpool tests bench examples
+	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 run: setup services

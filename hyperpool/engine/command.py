@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -81,7 +82,7 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
         done, adopted = engine.resume()
         click.echo(f"hyperpool: resuming: {done} task(s) already done, {adopted} running job(s) "
                    "adopted", err=True)
-    pools: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    pools: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if local_pools and routing.queues:
         from hyperpool.local.embedded import local_pools as embedded_pools
 
@@ -89,8 +90,11 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
                                budget_cpu=budget_cpu, budget_memory=budget_memory,
                                cooldown=cooldown)
     try:
-        with pools:
+        with pools as supervisor:
             outcome = engine.run()
+            if outcome.interrupted and supervisor is not None:
+                # Ctrl-C: the run is cancelled; don't wait without bound for running tasks.
+                supervisor.stop(drain_timeout=10)
     finally:
         progress.close(engine)
         if publisher is not None:

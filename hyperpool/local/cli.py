@@ -28,7 +28,7 @@ from hyperpool.executor.queues import DEAD_LETTER_SUFFIX
 from hyperpool.local.budget import Resources, local_budget, worker_request
 from hyperpool.local.management import ManagementApi
 from hyperpool.local.manifests import PoolConfig, default_pool, pools_from_manifests
-from hyperpool.local.metrics import PoolMetrics
+from hyperpool.local.metrics import PoolMetrics, share_with_workers
 from hyperpool.local.state import StatePublisher, read_states
 from hyperpool.local.supervisor import (
     DEFAULT_COOLDOWN,
@@ -153,18 +153,22 @@ def up(files: tuple[Path, ...], workdir: Path | None, namespace: str | None,
     budget = local_budget(budget_cpu, budget_memory)
     found = resolve_pools(files, workdir, settings.namespace,
                           worker_request(worker_cpu, worker_memory))
-    client = check_redis(settings)
-    listeners: list[Any] = [StatePublisher(client)]
-    port = metrics_port or settings.metrics_port
-    if port:
-        metrics = PoolMetrics()
-        metrics.serve(port)
-        listeners.append(metrics)
     work_dir = (workdir or Path(settings.work_dir)).resolve()
     options = SupervisorOptions(budget=budget, work_dir=work_dir, cooldown=cooldown,
                                 interval=interval, log_dir=log_dir,
                                 worker_loglevel=worker_loglevel)
-    supervisor = Supervisor(settings, found, options, listeners=listeners)
+    supervisor = Supervisor(settings, found, options)  # checks every pool fits the budget
+    supervisor.listeners.append(StatePublisher(check_redis(settings)))
+    port = metrics_port or settings.metrics_port
+    if port:
+        share_with_workers()  # before prometheus-client is imported, see local/metrics.py
+        metrics = PoolMetrics()
+        try:
+            metrics.serve(port)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on port {port}: {exc.strerror}",
+                              source="--metrics-port") from None
+        supervisor.listeners.append(metrics)
     console(stderr=True).print(pools_table(found, budget))
     signals = 0
 

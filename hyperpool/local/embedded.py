@@ -22,6 +22,7 @@ import redis
 
 from hyperpool.local.budget import local_budget, worker_request
 from hyperpool.local.manifests import pools_for_routing, pools_from_manifests
+from hyperpool.local.metrics import PoolMetrics
 from hyperpool.local.state import StatePublisher, served_queues
 from hyperpool.local.supervisor import (
     DEFAULT_COOLDOWN,
@@ -92,7 +93,8 @@ def local_pools(
     options = SupervisorOptions(
         budget=local_budget(budget_cpu, budget_memory), work_dir=work_dir, cooldown=cooldown,
         interval=interval, log_dir=log_dir or work_dir / "logs-hf" / "pools")
-    supervisor = Supervisor(settings, pools, options, listeners=[StatePublisher(client)])
+    supervisor = Supervisor(settings, pools, options,
+                            listeners=[StatePublisher(client), PoolMetrics()])
     supervisor.start()
     log.info("local pools: %s (budget %s)", ", ".join(p.name for p in pools),
              options.budget.describe())

@@ -1,54 +1,58 @@
-"""Prometheus metrics of the local pools (``pools up --metrics-port``).
+"""Prometheus metrics of the local pools, on the shared definitions in :mod:`hyperpool.metrics`.
 
-RabbitMQ's own endpoint (:15692) already exports queue depths; what only the supervisor knows is
-how many workers each pool runs and wants, and how much of the budget they use. Exported from
-the supervisor rather than from each worker: one port per machine instead of one per process,
-and it is what docker-compose's Prometheus scrapes as "the pools". A private registry keeps
-several supervisors in one process (tests) from colliding.
+RabbitMQ's endpoint (:15692) already exports queue depths; what only the supervisor knows is
+how many workers each pool runs and wants, and how much budget is left. ``pools up
+--metrics-port`` serves one ``/metrics`` for the whole machine: the supervisor shares a
+prometheus-client multiprocess directory with its workers (they inherit
+``PROMETHEUS_MULTIPROC_DIR``), so the workers' task counters and the pool gauges are scraped
+from one port instead of one port per worker process. That directory must be chosen before
+prometheus-client is first imported, hence the lazy imports here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
-
 from hyperpool.quantities import parse_quantity
 
-LABELS = ("pool", "queue", "task_type")
+
+def share_with_workers() -> None:
+    """Use one multiprocess metrics directory for the supervisor and every worker it starts."""
+    from hyperpool.executor.worker import enable_multiprocess_metrics
+
+    enable_multiprocess_metrics()
 
 
 class PoolMetrics:
-    """A supervisor listener mirroring each snapshot into gauges."""
+    """A supervisor listener mirroring each snapshot into the pool gauges."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        gauge = self._gauge
-        self.replicas = gauge("hyperpool_pool_replicas", "Workers running (not draining).")
-        self.draining = gauge("hyperpool_pool_draining", "Workers finishing their last task.")
-        self.desired = gauge("hyperpool_pool_desired_replicas",
-                             "Desired replicas from the scaling formula.")
-        self.depth = gauge("hyperpool_pool_queue_depth",
-                           "Ready + unacknowledged messages of the pool's queue.")
-        self.budget = Gauge("hyperpool_local_budget", "Local budget for worker pools.",
-                            ["resource"], registry=self.registry)
-        self.used = Gauge("hyperpool_local_budget_used", "Budget held by workers.",
-                          ["resource"], registry=self.registry)
+        from hyperpool import metrics
 
-    def _gauge(self, name: str, doc: str) -> Gauge:
-        return Gauge(name, doc, LABELS, registry=self.registry)
+        self.metrics = metrics
+        self._targets: dict[str, int] = {}
 
     def __call__(self, snapshot: dict[str, Any]) -> None:
+        m, namespace = self.metrics, snapshot["namespace"]
         for pool in snapshot["pools"]:
-            labels = (pool["name"], pool["queue"], pool["task_type"])
-            self.replicas.labels(*labels).set(pool["replicas"])
-            self.draining.labels(*labels).set(pool["draining"])
-            self.desired.labels(*labels).set(pool["desired"])
+            name = pool["name"]
+            m.DESIRED_REPLICAS.labels(namespace, name).set(pool["desired"])
+            m.ACTUAL_REPLICAS.labels(namespace, name).set(pool["replicas"])
             if pool["depth"] is not None:
-                self.depth.labels(*labels).set(pool["depth"])
+                m.QUEUE_DEPTH.labels(namespace, name).set(pool["depth"])
+            before = self._targets.get(name, 0)
+            if pool["target"] != before:
+                direction = "up" if pool["target"] > before else "down"
+                m.SCALING_DECISIONS.labels(namespace, name, direction).inc()
+            self._targets[name] = pool["target"]
         for resource in ("cpu", "memory"):
-            self.budget.labels(resource).set(float(parse_quantity(snapshot["budget"][resource])))
-            self.used.labels(resource).set(float(parse_quantity(snapshot["used"][resource])))
+            left = (parse_quantity(snapshot["budget"][resource])
+                    - parse_quantity(snapshot["used"][resource]))
+            m.BUDGET_HEADROOM.labels(namespace, resource).set(float(left))
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - containers
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int) -> None:
+        self.metrics.serve(port)
+
+    def forget(self, pid: int) -> None:
+        """Drop the live gauges of a worker process that exited."""
+        self.metrics.mark_process_dead(pid)

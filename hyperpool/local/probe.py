@@ -28,7 +28,7 @@ from kombu import Connection
 from hyperpool.errors import HyperpoolError
 from hyperpool.executor.queues import declare_pool_queues
 from hyperpool.local.management import ManagementApi, QueueStats
-from hyperpool.services import broker_connection
+from hyperpool.services import broker_connection, check_broker
 from hyperpool.settings import Settings, mask_url
 
 log = logging.getLogger("hyperpool.local")
@@ -80,7 +80,8 @@ class QueueProbe:
         self._conn = self._channel = None
 
     def declare(self) -> None:
-        """Connect and declare all pool queues (raises ServiceUnavailable-like errors early)."""
+        """Connect and declare every pool queue; :class:`ServiceUnavailable` if RabbitMQ is down."""
+        check_broker(self.settings)
         self._connect()
 
     def _ready_now(self) -> dict[str, tuple[int, int]]:

@@ -18,6 +18,7 @@ import socket
 import time
 from typing import Any
 
+import psutil
 import redis
 
 log = logging.getLogger("hyperpool.local")
@@ -67,17 +68,34 @@ class StatePublisher:
             self.client.delete(self.key)
 
 
+def _dead_here(state: dict[str, Any]) -> bool:
+    """A supervisor of this host whose process is gone (killed before its key expired)."""
+    if state.get("host") != socket.gethostname():
+        return False
+    pid = state.get("pid")
+    return isinstance(pid, int) and not psutil.pid_exists(pid)
+
+
 def read_states(client: redis.Redis) -> list[dict[str, Any]]:
-    """Snapshots of every live supervisor (oldest first)."""
+    """Snapshots of every live supervisor (oldest first).
+
+    A key outlives a SIGKILLed supervisor by up to its TTL; on the same host its PID tells, and
+    the key is removed at once (``hyperpool run`` right after a kill must not leave its queues
+    to a dead supervisor).
+    """
     states = []
     for key in client.scan_iter(match=KEY_PREFIX + "*", count=100):
         raw = client.get(key)
         if raw is None:
             continue
         try:
-            states.append(json.loads(raw))
+            state = json.loads(raw)
         except ValueError:
             continue
+        if _dead_here(state):
+            client.delete(key)
+            continue
+        states.append(state)
     return sorted(states, key=lambda s: s.get("started", 0))
 
 

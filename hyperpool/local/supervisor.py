@@ -30,7 +30,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,8 @@ from typing import Any
 from hyperpool.errors import ConfigError
 from hyperpool.local.budget import NOTHING, Resources
 from hyperpool.local.manifests import PoolConfig
-from hyperpool.local.probe import QueueDepth, QueueProbe
+from hyperpool.local.pool import Pool
+from hyperpool.local.probe import QueueProbe
 from hyperpool.local.workers import WorkerProcess, refresh_busy
 from hyperpool.scaling import PoolDemand, desired_replicas
 from hyperpool.settings import Settings
@@ -48,11 +48,7 @@ log = logging.getLogger("hyperpool.local")
 
 DEFAULT_COOLDOWN = 30.0
 DEFAULT_INTERVAL = 0.25
-BUSY_REFRESH_SECONDS = 1.0
-STARTUP_GRACE_SECONDS = 10.0
 FAST_TICK_SECONDS = 0.05
-YOUNG_CRASH_SECONDS = 10.0
-MAX_BACKOFF_SECONDS = 30.0
 
 
 @dataclass
@@ -68,37 +64,15 @@ class SupervisorOptions:
     max_starting: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
 
 
-@dataclass
-class Pool:
-    """A pool's configuration plus what the supervisor currently knows and runs."""
-
-    config: PoolConfig
-    workers: list[WorkerProcess] = field(default_factory=list)
-    window: deque[tuple[float, int]] = field(default_factory=deque)
-    depth: QueueDepth | None = None
-    desired: int = 0
-    target: int = 0
-    restarts: int = 0
-    crash_streak: int = 0
-    not_before: float = 0.0
-    limited: bool = False
-
-    @property
-    def active(self) -> list[WorkerProcess]:
-        return [w for w in self.workers if not w.draining]
-
-    @property
-    def busy(self) -> int:
-        return sum(1 for w in self.workers if w.busy)
-
-    def held(self, now: float, cooldown: float) -> int:
-        """Highest desired count within the cooldown window (the scale-down stabiliser)."""
-        while len(self.window) > 1 and self.window[0][0] < now - cooldown:
-            self.window.popleft()
-        return max(d for _, d in self.window)
-
-
 Listener = Callable[[dict[str, Any]], None]
+
+
+def _forget_metrics(pid: int) -> None:
+    """Drop an exited worker's live gauges when its metrics are shared (``pools up``)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from hyperpool.metrics import mark_process_dead
+
+        mark_process_dead(pid)
 
 
 class Supervisor:
@@ -113,7 +87,6 @@ class Supervisor:
         self.probe = probe or QueueProbe(settings, [p.queue for p in pools])
         self.listeners = list(listeners)
         self.started_at = time.time()
-        self._busy_at = float("-inf")
         self._stop = threading.Event()
         self._force = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,15 +122,12 @@ class Supervisor:
                 if code is None:
                     continue
                 pool.workers.remove(worker)
+                _forget_metrics(worker.pid)
                 if worker.draining:
                     log.debug("pool %s: worker %d stopped (exit %s)", pool.config.name,
                               worker.pid, code)
                     continue
-                pool.restarts += 1
-                young = worker.age(now) < YOUNG_CRASH_SECONDS
-                pool.crash_streak = pool.crash_streak + 1 if young else 0
-                delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** (pool.crash_streak - 1)) if young else 0
-                pool.not_before = now + delay
+                delay = pool.crashed(now, worker.age(now))
                 where = f"; see {worker.log_path}" if worker.log_path else ""
                 log.warning("pool %s: worker %d exited unexpectedly with code %s%s; replacing "
                             "it%s", pool.config.name, worker.pid, code, where,
@@ -174,10 +144,7 @@ class Supervisor:
         return used
 
     def _measure(self, now: float) -> None:
-        workers = [w for p in self.pools for w in p.workers]
-        if now >= self._busy_at:
-            refresh_busy(workers)
-            self._busy_at = now + BUSY_REFRESH_SECONDS
+        refresh_busy([w for p in self.pools for w in p.workers])
         depths = self.probe.sample()
         demands = []
         for pool in self.pools:
@@ -209,7 +176,13 @@ class Supervisor:
             for pool in self.pools)
         for pool in self.pools:
             held = pool.held(now, self.options.cooldown)
-            pool.target = max(pool.config.min_replicas, pool.desired if pressure else held)
+            if pressure and held > pool.desired:
+                # Released for another pool: forget the higher past, or the next tick without
+                # pressure would take the budget back (flapping).
+                pool.window.clear()
+                pool.window.append((now, pool.desired))
+                held = pool.desired
+            pool.target = max(pool.config.min_replicas, held)
             self._scale_down(pool)
         self._scale_up(now)
         self._notify()
@@ -219,9 +192,7 @@ class Supervisor:
         surplus = len(active) - pool.target
         if surplus <= 0:
             return
-        # Idle first (busy False before True/None), newest first within each group.
-        order = sorted(active, key=lambda w: (w.busy is not False, -w.started))
-        victims = order[:surplus]
+        victims = pool.victims(surplus)
         log.info("pool %s: %d -> %d workers (depth %s); warm shutdown of %s", pool.config.name,
                  len(active), pool.target, self._depth_text(pool),
                  ", ".join(str(w.pid) for w in victims))
@@ -229,14 +200,7 @@ class Supervisor:
             worker.stop()
 
     def _starting(self, now: float) -> int:
-        """Workers started but not consuming yet (their queue has fewer consumers)."""
-        starting = 0
-        for pool in self.pools:
-            young = sum(1 for w in pool.active if w.age(now) < STARTUP_GRACE_SECONDS)
-            consumers = pool.depth.consumers if pool.depth else 0
-            settled = len(pool.active) - young
-            starting += max(0, young - max(0, consumers - settled))
-        return starting
+        return sum(pool.starting(now) for pool in self.pools)
 
     def _scale_up(self, now: float) -> None:
         budget = self.options.budget
@@ -397,6 +361,7 @@ class Supervisor:
             time.sleep(poll)
         for worker in workers:
             worker.proc.wait()
+            _forget_metrics(worker.pid)
         for pool in self.pools:
             pool.workers.clear()
         self._notify()

@@ -1,0 +1,240 @@
+"""``hyperpool pools up``, ``hyperpool status`` and the embedded pools, on the real services."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from hyperpool.executor.publisher import Publisher
+from hyperpool.executor.results import ResultReader, run_stream
+from hyperpool.local.embedded import local_pools
+from hyperpool.local.state import KEY_PREFIX, read_states
+from hyperpool.models import TaskMessage
+from hyperpool.routing import Routing
+from tests.conftest import hyperpool_env, wait_for
+
+MANIFEST = """\
+apiVersion: hyperflow.agh.edu.pl/v1
+kind: WorkerPool
+metadata:
+  name: {name}
+spec:
+  taskType: {task_type}
+  maxReplicaCount: {max}
+  initialResources:
+    requests: {{cpu: 500m, memory: 256Mi}}
+"""
+
+
+class Stream:
+    def __init__(self, settings, redis_client):
+        self.publisher = Publisher(settings)
+        self.name = run_stream(f"test-{uuid.uuid4().hex}")
+        self.reader = ResultReader(redis_client, self.name)
+        self.redis = redis_client
+
+    def send(self, queue, task_id, **fields):
+        msg = TaskMessage.model_validate({"taskId": task_id, **fields})
+        self.publisher.publish(queue, msg, reply_to=self.name)
+
+    def wait(self, task_id, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for result in self.reader.read(block_ms=200):
+                if result.task_id == task_id:
+                    return result
+        raise AssertionError(f"no result for {task_id}")
+
+    def close(self):
+        self.publisher.close()
+        self.redis.delete(self.name)
+
+
+@pytest.fixture
+def stream(settings, redis_client):
+    s = Stream(settings, redis_client)
+    yield s
+    s.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def hyperpool(*args, env, timeout=60):
+    return subprocess.run([sys.executable, "-m", "hyperpool", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def supervisor_of(redis_client, queue):
+    for state in read_states(redis_client):
+        for pool in state["pools"]:
+            if pool["queue"] == queue:
+                return state, pool
+    return None
+
+
+def test_pools_up_scales_shows_status_and_drains_on_sigterm(
+        namespace, tmp_path, redis_client, stream):
+    manifest = tmp_path / "pools.yaml"
+    manifest.write_text(MANIFEST.format(name="sleepy", task_type="sleepy", max=2))
+    env = hyperpool_env(namespace, tmp_path)
+    log = tmp_path / "up.log"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hyperpool", "pools", "up", "-f", str(manifest),
+         "--budget-cpu", "2", "--cooldown", "30", "--interval", "0.2",
+         "--log-dir", str(tmp_path / "logs"), "--metrics-port", str(port)],
+        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    queue = f"{namespace}.sleepy"
+    try:
+        wait_for(lambda: supervisor_of(redis_client, queue), timeout=20, what="supervisor state")
+        stream.send(queue, "slow", executable="sleep", args=["2"])
+        state, row = wait_for(lambda: (found := supervisor_of(redis_client, queue))
+                              and found[1]["busy"] == 1 and found, timeout=15,
+                              what="a busy worker")
+        assert state["pid"] == proc.pid and state["budget"]["cpu"] == "2"
+        worker_pids = [w["pid"] for w in row["workers"]]
+
+        shown = hyperpool("status", "--json", env=env)
+        assert shown.returncode == 0, shown.stderr
+        data = json.loads(shown.stdout)
+        mine = [p for p in data["pools"] if p["queue"] == queue]
+        assert len(mine) == 1 and mine[0]["name"] == "sleepy" and mine[0]["replicas"] == 1
+        assert mine[0]["supervisor"] == state["id"]
+        assert mine[0]["request"] == {"cpu": "500m", "memory": "256Mi"}
+        human = hyperpool("status", env=env)
+        assert human.returncode == 0 and "sleepy" in human.stdout and queue in human.stdout
+
+        # One /metrics for the supervisor's gauges and its workers' task metrics.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            exported = resp.read().decode()
+        assert f'hyperpool_pool_replicas{{namespace="{namespace}",pool="sleepy"}} 1.0' in exported
+        assert re.search(rf'hyperpool_tasks_in_progress{{queue="{re.escape(queue)}"[^}}]*}} 1.0',
+                         exported), exported
+
+        proc.send_signal(signal.SIGTERM)  # drain: the running task finishes first
+        result = stream.wait("slow", timeout=20)
+        assert result.exit_code == 0 and result.finished - result.started >= 1.9
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text()
+    assert "draining" in output and "stopped" in output
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+                   for pid in worker_pids)
+    assert supervisor_of(redis_client, queue) is None, "state removed on a clean exit"
+
+
+def test_pools_up_without_pools_or_with_an_oversized_pool_fails_in_one_line(
+        namespace, tmp_path):
+    env = hyperpool_env(namespace, tmp_path)
+    none = hyperpool("pools", "up", env=env)
+    assert none.returncode == 2 and "no pools to run" in none.stderr
+    big = tmp_path / "big.yaml"
+    big.write_text(MANIFEST.format(name="big", task_type="big", max=1))
+    refused = hyperpool("pools", "up", "-f", str(big), "--budget-cpu", "250m", env=env)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "big.yaml: document 1: pool 'big': one worker requests cpu 500m" in refused.stderr
+
+
+def test_status_without_a_supervisor_reads_the_management_api(namespace, tmp_path, settings):
+    publisher = Publisher(settings)
+    try:
+        publisher.ensure_queue(f"{namespace}.idle")
+    finally:
+        publisher.close()
+    env = hyperpool_env(namespace, tmp_path)
+    shown = hyperpool("status", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    rows = [p for p in json.loads(shown.stdout)["pools"] if p["queue"].startswith(namespace)]
+    assert rows == [{"name": None, "queue": f"{namespace}.idle", "ready": 0, "unacked": 0,
+                     "consumers": 0, "depth": 0, "replicas": None, "draining": None,
+                     "desired": None, "dead": 0, "supervisor": None}]
+    down = hyperpool("status", env={**env, "HYPERPOOL_MANAGEMENT_URL": "http://127.0.0.1:9",
+                                    "HYPERPOOL_REDIS_URL": "redis://127.0.0.1:9/0"})
+    assert down.returncode == 3 and "Traceback" not in down.stderr
+    assert "cannot reach the RabbitMQ management API" in down.stderr
+
+
+def test_embedded_pools_run_in_the_work_dir_and_drain_on_exit(
+        namespace, tmp_path, settings, redis_client, stream):
+    work_dir = tmp_path / "wf"
+    work_dir.mkdir()
+    manifest = tmp_path / "pools.yaml"
+    manifest.write_text(MANIFEST.format(name="custom", task_type="where", max=1))
+    routing = Routing(namespace, {"where": f"{namespace}.where", "other": f"{namespace}.other"})
+    with local_pools(settings, routing, work_dir, [manifest], cooldown=1.0,
+                     budget_cpu="2") as sup:
+        assert sup is not None
+        by_type = {p.config.task_type: p.config for p in sup.pools}
+        assert by_type["where"].name == "custom" and by_type["where"].max_replicas == 1
+        assert by_type["other"].max_replicas == 50  # no manifest: defaults
+        stream.send(f"{namespace}.where", "where", executable="sh",
+                    args=["-c", "pwd; echo $HYPERPOOL_WORK_DIR"], stdout="where.txt")
+        result = stream.wait("where")
+        procs = [w.proc for p in sup.pools for w in p.workers]
+        assert procs and redis_client.exists(KEY_PREFIX + sup.listeners[0].ident)
+    assert result.exit_code == 0
+    assert (work_dir / "where.txt").read_text() == f"{work_dir}\n{work_dir}\n"
+    assert list((work_dir / "logs-hf" / "pools").glob("custom.*.log"))
+    assert all(p.poll() is not None for p in procs), "drained on exit"
+    assert not redis_client.exists(KEY_PREFIX + sup.listeners[0].ident)
+
+
+def test_embedded_pools_leave_queues_another_supervisor_scales(
+        namespace, tmp_path, settings, redis_client):
+    queue = f"{namespace}.taken"
+    key = f"{KEY_PREFIX}elsewhere:1:{namespace}"
+    redis_client.set(key, json.dumps({"id": "elsewhere:1:x", "started": 0,
+                                      "pools": [{"queue": queue}]}), ex=30)
+    try:
+        with local_pools(settings, Routing(namespace, {"taken": queue}), tmp_path) as sup:
+            assert sup is None
+    finally:
+        redis_client.delete(key)
+    with local_pools(settings, Routing(namespace, {}), tmp_path) as sup:
+        assert sup is None, "no pooled task types, nothing to run"
+    # A supervisor of this host that was SIGKILLed (its key not yet expired) does not count.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    redis_client.set(key, json.dumps({"id": f"{socket.gethostname()}:{gone.pid}:x",
+                                      "host": socket.gethostname(), "pid": gone.pid,
+                                      "started": 0, "pools": [{"queue": queue}]}), ex=30)
+    with local_pools(settings, Routing(namespace, {"taken": queue}), tmp_path) as sup:
+        assert sup is not None and [p.config.queue for p in sup.pools] == [queue]
+    assert not redis_client.exists(key)
+
+
+def test_interrupted_embedded_pools_kill_stragglers_with_their_tasks(
+        namespace, tmp_path, settings, stream):
+    marker = f"{30 + uuid.uuid4().int % 1000 / 1000:.3f}"  # a unique `sleep` argument
+    routing = Routing(namespace, {"stuck": f"{namespace}.stuck"})
+    started = None
+    with pytest.raises(KeyboardInterrupt), local_pools(
+            settings, routing, Path(tmp_path), cooldown=1.0, interrupted_drain_timeout=1.0):
+        stream.send(f"{namespace}.stuck", "stuck", executable="sleep", args=[marker])
+        wait_for(lambda: any(p.info["cmdline"] == ["sleep", marker]
+                             for p in psutil.process_iter(["cmdline"])),
+                 timeout=15, what="the task process")
+        started = time.monotonic()
+        raise KeyboardInterrupt
+    assert time.monotonic() - started < 8
+    leftovers = [p for p in psutil.process_iter(["cmdline", "status"])
+                 if p.info["cmdline"] == ["sleep", marker] and p.info["status"] != "zombie"]
+    assert leftovers == [], "the task's own session was killed too"
