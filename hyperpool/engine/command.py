@@ -47,12 +47,15 @@ from hyperpool.settings import load_settings
               help="Seconds a local pool's queue must stay empty before it scales to zero.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve the engine's Prometheus /metrics on this port.")
+@click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path),
+              help="Draw a Gantt chart of tasks per worker to this .png or .html file.")
 @click.option("--json-summary", type=click.Path(dir_okay=False, path_type=Path),
               help="Write {tasks_total, succeeded, failed, makespan_seconds, ...} here.")
 def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, attempts: int,
         backoff: float, stub_sleep: float | None, resume: bool, local_pools: bool,
         pool_files: tuple[Path, ...], budget_cpu: str | None, budget_memory: str | None,
-        cooldown: float, metrics_port: int | None, json_summary: Path | None) -> None:
+        cooldown: float, metrics_port: int | None, timeline: Path | None,
+        json_summary: Path | None) -> None:
     """Run the HyperFlow workflow in WORKDIR (workflow.json + optional executionModels)."""
     if not workdir.is_dir():
         raise ConfigError("no such directory", source=str(workdir))
@@ -102,6 +105,13 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
     data = summary(engine, outcome)
     if json_summary:
         write_summary(json_summary, data)
+    if timeline:
+        from hyperpool.engine.timeline import records_from_run, write_timeline
+
+        records = records_from_run(engine, outcome)
+        if records:
+            write_timeline(records, timeline, title=f"{dag.workflow.name} ({engine.run_id})")
+            click.echo(f"hyperpool: timeline of {len(records)} tasks: {timeline}", err=True)
     click.echo(f"hyperpool: {data['succeeded']}/{data['tasks_total']} tasks succeeded, "
                f"{data['failed']} failed, {data['skipped']} skipped, makespan "
                f"{data['makespan_seconds']:.2f}s", err=True)

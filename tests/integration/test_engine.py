@@ -59,7 +59,8 @@ def test_real_workflows_complete_with_stubs(name, tmp_path, namespace, start_wor
     for task_type in POOLED[name]:
         start_worker(f"{namespace}.{task_type}", concurrency=2, work_dir=work)
     proc = run_cli(work, namespace, "--stub-sleep", "0", "--max-jobs", "4",
-                   "--json-summary", str(tmp_path / "s.json"))
+                   "--json-summary", str(tmp_path / "s.json"),
+                   "--timeline", str(tmp_path / "timeline.html"))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     total = len(build_dag(load_workflow(work, env={"HF_VAR_function": "x"})).tasks)
@@ -71,6 +72,9 @@ def test_real_workflows_complete_with_stubs(name, tmp_path, namespace, start_wor
         assert per_type[task_type]["queue"] == f"{namespace}.{task_type}"
     assert any(v["model"] == "job" for v in per_type.values())
     assert set(summary) >= {"tasks_total", "succeeded", "failed", "makespan_seconds"}
+    # the timeline drew every task that ran (exit processes run nowhere)
+    drawn = (tmp_path / "timeline.html").read_text().count('class="t"')
+    assert drawn == total - (1 if name == "montage-0.25-44" else 0)
 
 
 def test_completion_order_respects_the_dag(tmp_path, namespace, start_worker, settings,
