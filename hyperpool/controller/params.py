@@ -118,6 +118,9 @@ def worker_command(params: PoolParams) -> list[str]:
     return ["hyperpool", "worker", "--queue", params.queue]
 
 
+METRICS_PORT = 9100
+
+
 def worker_env(params: PoolParams) -> list[dict[str, str]]:
     """hyperpool's own variables plus the HyperFlow names existing executor images read."""
     pairs: list[tuple[str, str | None]] = [
@@ -129,5 +132,7 @@ def worker_env(params: PoolParams) -> list[dict[str, str]]:
         ("QUEUE_NAME", params.queue),
         ("HYPERPOOL_NAMESPACE", params.namespace),
         ("HF_VAR_NAMESPACE", params.namespace),
+        # /metrics of the pod (all prefork children summed), scraped via k8s/monitoring.
+        ("HYPERPOOL_METRICS_PORT", str(METRICS_PORT)),
     ]
     return [{"name": name, "value": value} for name, value in pairs if value]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from hyperpool.controller import naming
-from hyperpool.controller.params import PoolParams, worker_command, worker_env
+from hyperpool.controller.params import METRICS_PORT, PoolParams, worker_command, worker_env
 
 WORKER_UID = 1000
 
@@ -48,6 +48,7 @@ def build_deployment(p: PoolParams, *, replicas: int | None = None) -> dict[str,
         "image": p.image,
         "command": worker_command(p),
         "env": worker_env(p),
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "securityContext": restricted_container_security(),
     }
     if p.resources:

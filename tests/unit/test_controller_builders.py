@@ -123,7 +123,9 @@ def test_deployment_runs_the_worker_safely_and_leaves_replicas_to_keda():
         "HYPERPOOL_REDIS_URL": "redis://redis:6379", "REDIS_URL": "redis://redis:6379",
         "HYPERPOOL_QUEUE": "default.mProject", "QUEUE_NAME": "default.mProject",
         "HYPERPOOL_NAMESPACE": "default", "HF_VAR_NAMESPACE": "default",
+        "HYPERPOOL_METRICS_PORT": "9100",
     }
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
     # the API server's canonical text of "0.5" / "524288000", so re-applies are no-ops
     assert container["resources"] == {"requests": {"cpu": "500m", "memory": "524288k"},
                                       "limits": {"cpu": "500m", "memory": "524288k"}}
