@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import click
 import redis
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from hyperpool.errors import ConfigError, HyperpoolError, ServiceUnavailable
 from hyperpool.executor.queues import DEAD_LETTER_SUFFIX
@@ -270,18 +272,64 @@ def render_status(data: dict[str, Any], out: Console) -> None:
         out.print(f"[yellow]note:[/] {note}")
 
 
+def render_cluster(namespace: str, rows: list[dict[str, Any]], out: Console) -> None:
+    table = Table(title=f"WorkerPools in namespace {namespace}")
+    for column in ("POOL", "TASK TYPE", "QUEUE", "MIN", "MAX", "REPLICAS", "READY", "REASON"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], _cell(row["task_type"]), _cell(row["queue"]),
+                      _cell(row["min"]),
+                      _cell(row["max_by_quota"] if row["max_by_quota"] is not None
+                            else row["max"]),
+                      f"{_cell(row['ready_replicas'])}/{_cell(row['replicas'])}",
+                      _cell(row["ready"]), _cell(row["reason"]))
+    out.print(table if rows else f"no WorkerPools in namespace {namespace!r}")
+    for row in rows:
+        if row["ready"] != "True" and row["message"]:
+            out.print(f"[yellow]{row['name']}:[/] {row['message']}")
+
+
 @click.command()
 @NAMESPACE
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
-def status(namespace: str | None, as_json: bool) -> None:
+@click.option("--kubeconfig", type=click.Path(dir_okay=False),
+              help="Show the WorkerPools of a cluster (conditions included) instead of local "
+                   "pools.")
+@click.option("--watch", "-w", "watch", type=click.FloatRange(0.5), default=None,
+              metavar="SECONDS", help="Refresh every SECONDS until Ctrl-C.")
+def status(namespace: str | None, as_json: bool, kubeconfig: str | None,
+           watch: float | None) -> None:
     """Show each pool's queue depth, consumers, replicas and desired replicas."""
     namespace = namespace or load_settings().namespace
-    try:
-        data = gather_status(namespace)
-    except ServiceUnavailable as exc:
-        raise ServiceUnavailable(f"{exc} (and no pool supervisor state in Redis)") from None
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        render_status(data, console())
 
+    def collect() -> dict[str, Any]:
+        if kubeconfig:
+            from hyperpool.controller.status_view import cluster_pools
+
+            return {"namespace": namespace, "cluster": cluster_pools(namespace, kubeconfig)}
+        try:
+            return gather_status(namespace)
+        except ServiceUnavailable as exc:
+            raise ServiceUnavailable(f"{exc} (and no pool supervisor state in Redis)") from None
+
+    def show(data: dict[str, Any], out: Console) -> None:
+        if "cluster" in data:
+            render_cluster(namespace, data["cluster"], out)
+        else:
+            render_status(data, out)
+
+    if as_json:
+        click.echo(json.dumps(collect(), indent=2, sort_keys=True))
+        return
+    out = console()
+    if watch is None:
+        show(collect(), out)
+        return
+    from rich.live import Live
+
+    with Live(console=out, auto_refresh=False) as live:
+        while True:
+            buffer = Console(record=True, width=out.width)
+            show(collect(), buffer)
+            live.update(Text.from_ansi(buffer.export_text(styles=True)), refresh=True)
+            time.sleep(watch)
