@@ -34,6 +34,7 @@ class JobParams:
     image: str
     reply_to: str
     attempt: int = 1
+    run_id: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     ttl_seconds: int = DEFAULT_TTL
@@ -61,7 +62,8 @@ def build_job(message: Mapping[str, Any], p: JobParams) -> dict[str, Any]:
         "name": "task",
         "image": p.image,
         "command": ["hyperpool", "execute", "--message-json", json.dumps(dict(message)),
-                    "--reply-to", p.reply_to, "--attempt", str(p.attempt)],
+                    "--reply-to", p.reply_to, "--attempt", str(p.attempt),
+                    *(["--run-id", p.run_id] if p.run_id else [])],
         "env": [{"name": k, "value": v} for k, v in sorted(
             {"HYPERPOOL_NAMESPACE": p.namespace, "HF_VAR_NAMESPACE": p.namespace,
              **p.env}.items())],

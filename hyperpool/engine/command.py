@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,11 @@ from hyperpool.engine.dag import build_dag
 from hyperpool.engine.loader import load_workflow
 from hyperpool.engine.report import Progress, failure_report, summary, write_summary
 from hyperpool.engine.run import Engine, RunOptions, last_run
-from hyperpool.errors import ConfigError, WorkflowFailed
+from hyperpool.errors import ConfigError, ServiceUnavailable, WorkflowFailed
 from hyperpool.executor.publisher import Publisher
 from hyperpool.routing import load_routing
 from hyperpool.services import check_broker, check_redis
-from hyperpool.settings import load_settings
+from hyperpool.settings import Settings, load_settings
 
 
 @click.command()
@@ -47,6 +48,14 @@ from hyperpool.settings import load_settings
               help="Seconds a local pool's queue must stay empty before it scales to zero.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve the engine's Prometheus /metrics on this port.")
+@click.option("--job-model", type=click.Choice(["local", "kubernetes"]), default="local",
+              show_default=True, help="Where unlisted task types run: one local `hyperpool "
+              "execute` process per task, or one batch/v1 Job per task.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False),
+              help="With --job-model kubernetes (default: in-cluster, then $KUBECONFIG).")
+@click.option("--job-image", default="hyperpool/executor-generic:latest", show_default=True,
+              help="Executor image of the Jobs.")
+@click.option("--job-namespace", help="Namespace of the Jobs (default: --namespace).")
 @click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path),
               help="Draw a Gantt chart of tasks per worker to this .png or .html file.")
 @click.option("--json-summary", type=click.Path(dir_okay=False, path_type=Path),
@@ -54,7 +63,8 @@ from hyperpool.settings import load_settings
 def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, attempts: int,
         backoff: float, stub_sleep: float | None, resume: bool, local_pools: bool,
         pool_files: tuple[Path, ...], budget_cpu: str | None, budget_memory: str | None,
-        cooldown: float, metrics_port: int | None, timeline: Path | None,
+        cooldown: float, metrics_port: int | None, job_model: str, kubeconfig: str | None,
+        job_image: str, job_namespace: str | None, timeline: Path | None,
         json_summary: Path | None) -> None:
     """Run the HyperFlow workflow in WORKDIR (workflow.json + optional executionModels)."""
     if not workdir.is_dir():
@@ -77,7 +87,11 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
                          attempts=attempts, backoff=backoff, stub_sleep=stub_sleep,
                          run_id=last_run(workdir, dag) if resume else None)
     progress = Progress()
-    engine = Engine(dag, routing, settings, options, client, publisher, on_progress=progress)
+    launcher = None
+    if job_model == "kubernetes":
+        launcher = kubernetes_jobs(settings, kubeconfig, job_image, job_namespace or namespace)
+    engine = Engine(dag, routing, settings, options, client, publisher, on_progress=progress,
+                    job_launcher=launcher)
     click.echo(f"hyperpool: run {engine.run_id}: {len(dag.tasks)} tasks "
                f"({sum(routing.model(t.task_type) == 'pool' for t in dag.tasks)} in pools, "
                f"the rest in the job model)", err=True)
@@ -121,3 +135,20 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
         sys.exit(130)
     if outcome.failures:
         raise WorkflowFailed("workflow failed:\n" + failure_report(outcome))
+
+
+def kubernetes_jobs(settings: Settings, kubeconfig: str | None, image: str,
+                    namespace: str) -> Callable[[Engine], object]:
+    """A factory of the in-cluster job model for :class:`Engine` (imported only when used)."""
+    from hyperpool.controller.api import KubeApi
+    from hyperpool.controller.job_launcher import KubeJobLauncher
+
+    try:
+        api = KubeApi.from_config(kubeconfig)
+    except Exception as exc:  # kubeconfig problems surface as assorted client errors
+        raise ServiceUnavailable(f"cannot use the kubeconfig {kubeconfig or '$KUBECONFIG'}: "
+                                 f"{exc}") from None
+    # A Job only reports to Redis; it never needs the broker's credentials.
+    env = {"HYPERPOOL_REDIS_URL": settings.redis_url, "REDIS_URL": settings.redis_url}
+    return lambda engine: KubeJobLauncher(api, engine.client, engine.stream, engine.run_id,
+                                          namespace=namespace, image=image, env=env)

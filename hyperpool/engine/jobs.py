@@ -70,6 +70,9 @@ class JobLauncher:
         threading.Thread(target=self._wait, args=(task_id, attempt, proc), daemon=True,
                          name=f"job-{task_id}").start()
 
+    def finished(self, task_id: str) -> None:
+        """The engine has the task's result (local processes clean up after themselves)."""
+
     def adopt(self, task_id: str, attempt: int, pid: int) -> bool:
         """Watch a job process left running by a crashed engine; False if it is gone."""
         try:

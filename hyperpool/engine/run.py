@@ -81,7 +81,8 @@ class Engine:
 
     def __init__(self, dag: Dag, routing: Routing, settings: Settings, options: RunOptions,
                  client: redis.Redis, publisher: Publisher | None = None,
-                 on_progress: Callable[[Engine], None] | None = None):
+                 on_progress: Callable[[Engine], None] | None = None,
+                 job_launcher: Callable[[Engine], Any] | None = None):
         self.dag = dag
         self.routing = routing
         self.settings = settings
@@ -91,13 +92,17 @@ class Engine:
         self.stream = run_stream(self.run_id)
         self.state = RunState(dag)
         self.publisher = publisher
-        self.jobs = JobLauncher(settings, client, self.stream, options.work_dir, self.run_id)
+        # The job model: local processes by default; a factory can put Kubernetes Jobs here
+        # (same interface: running, start, adopt, finished, terminate_all).
+        self.jobs = (job_launcher(self) if job_launcher else
+                     JobLauncher(settings, client, self.stream, options.work_dir, self.run_id))
         self.reader = ResultReader(client, self.stream)
         self.on_progress = on_progress
         self._ids = {self.task_id(t): t.index for t in dag.tasks}
         self._job_queue: deque[int] = deque()
         self._ready: deque[int] = deque(self.state.ready())
         self._retry_at: dict[int, float] = {}
+        self._outbox: list[tuple[str, TaskMessage, int]] = []
         self.failures: list[Failure] = []
         self.dispatched_at: dict[int, float] = {}
 
@@ -133,8 +138,7 @@ class Engine:
         raw = self.message(task)
         if queue is not None:
             assert self.publisher is not None, "pool task without a publisher"
-            self.publisher.publish(queue, TaskMessage.model_validate(raw), reply_to=self.stream,
-                                   attempt=attempt, run_id=self.run_id)
+            self._outbox.append((queue, TaskMessage.model_validate(raw), attempt))
         else:
             self._job_queue.append(index)
 
@@ -155,6 +159,12 @@ class Engine:
             index = self._ready.popleft()
             if self.state.status[index] == READY:
                 self._dispatch(index)
+        if self._outbox:
+            # Every pool task that became ready goes out in one batch: one wait for the
+            # broker's confirms instead of one round trip per task.
+            assert self.publisher is not None
+            self.publisher.publish_many(self._outbox, reply_to=self.stream, run_id=self.run_id)
+            self._outbox.clear()
         self._start_jobs()
 
     # -- completions --------------------------------------------------------------------
@@ -169,6 +179,8 @@ class Engine:
         if status != DISPATCHED or (not result.ok and result.attempt != self.state.attempt[index]):
             return  # a stale report of an earlier attempt
         self._observe(index, result)
+        if result.model == "job":
+            self.jobs.finished(result.task_id)
         if result.ok:
             self._ready.extend(self.state.complete(index, result))
             return
