@@ -36,6 +36,7 @@ CRD_FILES = [
 ]
 INTERVAL = 2.0  # the controller's repair timer in these tests
 TEST_MANAGER = "hyperpool-tests"
+NAMESPACE_PATTERN = "hp-*"
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.25,
@@ -121,8 +122,11 @@ def operator(api: KubeApi, crds: None, kubeconfig: str) -> Iterator[KopfRunner]:
     """The controller, in-process (KopfRunner), serving all namespaces, repairing every 2 s."""
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it
-    registry = build_registry(api, ControllerConfig(), interval=INTERVAL)
-    runner = KopfRunner(["run", "--standalone", "--all-namespaces", "--verbose"],
+    # Serves the tests' hp-* namespaces; tests that need their own operator (restarts) use
+    # other prefixes so two operators never handle one pool.
+    registry = build_registry(api, ControllerConfig(), interval=INTERVAL,
+                              namespaces=[NAMESPACE_PATTERN])
+    runner = KopfRunner(["run", "--standalone", "--namespace", NAMESPACE_PATTERN, "--verbose"],
                         registry=registry, timeout=60)
     try:
         with runner:
