@@ -27,10 +27,13 @@ from hyperpool.errors import ConfigError
               help="Liveness endpoint URL ('' to disable).")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True),
               help="Kubeconfig file (default: in-cluster, then $KUBECONFIG).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="HYPERPOOL_METRICS_PORT",
+              help="Serve Prometheus /metrics (reconcile durations and errors, replicas).")
 @click.option("--verbose", "-v", is_flag=True)
 def controller(namespaces: tuple[str, ...], all_namespaces: bool, templates_dir: str | None,
                prometheus_url: str | None, interval: float, termination_grace: int,
-               liveness: str, kubeconfig: str | None, verbose: bool) -> None:
+               liveness: str, kubeconfig: str | None, metrics_port: int | None,
+               verbose: bool) -> None:
     """Keep each WorkerPool's Deployment, PrometheusRule and ScaledObject in line."""
     import kopf
 
@@ -53,5 +56,9 @@ def controller(namespaces: tuple[str, ...], all_namespaces: bool, templates_dir:
                               termination_grace=termination_grace)
     registry = build_registry(KubeApi.from_config(kubeconfig), config, interval=interval,
                               namespaces=namespaces)
+    if metrics_port:
+        from hyperpool import metrics
+
+        metrics.serve(metrics_port)
     kopf.run(registry=registry, standalone=True, clusterwide=all_namespaces,
              namespaces=list(namespaces), liveness_endpoint=liveness or None)

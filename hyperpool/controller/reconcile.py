@@ -18,10 +18,12 @@ ownership transfer the Kubernetes server-side-apply documentation describes for 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hyperpool import metrics
 from hyperpool.controller import naming, status
 from hyperpool.controller.api import ApiError, KubeApi
 from hyperpool.controller.plan import ControllerConfig, Plan, plan
@@ -79,6 +81,26 @@ def apply_children(api: KubeApi, result: Plan, *,
 def reconcile(api: KubeApi, pool: Mapping[str, Any], *, config: ControllerConfig,
               now: str | None = None) -> Outcome:
     """Bring ``pool``'s children and status in line with its spec (see the module docstring)."""
+    namespace = pool["metadata"]["namespace"]
+    started = time.monotonic()
+    try:
+        outcome = _reconcile(api, pool, config=config, now=now)
+    except TransientError:
+        metrics.RECONCILE_ERRORS.labels(namespace, "transient").inc()
+        raise
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(namespace, "error").inc()
+        raise
+    finally:
+        metrics.RECONCILE_DURATION.labels(namespace).observe(time.monotonic() - started)
+    replicas = outcome.status.get("replicas")
+    if isinstance(replicas, int):
+        metrics.ACTUAL_REPLICAS.labels(namespace, pool["metadata"]["name"]).set(replicas)
+    return outcome
+
+
+def _reconcile(api: KubeApi, pool: Mapping[str, Any], *, config: ControllerConfig,
+               now: str | None = None) -> Outcome:
     meta = pool["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     try:

@@ -232,3 +232,14 @@ def test_repair_pass_reconciles_served_pools_and_skips_deleted_ones():
     assert ("Deployment", "elsewhere", "mproject") in api.objects
     api.fail["ScaledObject"] = ApiError(500, "boom")
     assert repair_all(api, CONFIG, []) == 2  # both live pools failed, neither stopped the pass
+
+
+def test_reconcile_is_measured():
+    from prometheus_client import REGISTRY
+
+    before = REGISTRY.get_sample_value("hyperpool_controller_reconcile_duration_seconds_count",
+                                       {"namespace": "default"}) or 0
+    reconcile(FakeApi(), seed_pool(), config=ControllerConfig())
+    after = REGISTRY.get_sample_value("hyperpool_controller_reconcile_duration_seconds_count",
+                                      {"namespace": "default"})
+    assert after == before + 1
