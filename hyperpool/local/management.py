@@ -22,10 +22,9 @@ COLUMNS = "name,messages_ready,messages_unacknowledged,consumers"
 
 
 @dataclass(frozen=True)
-class QueueStats:
-    """One queue as the management API last saw it."""
+class QueueDepth:
+    """A queue's backlog: ``depth`` = ready + unacknowledged (never ready alone)."""
 
-    name: str
     ready: int
     unacked: int
     consumers: int
@@ -33,6 +32,13 @@ class QueueStats:
     @property
     def depth(self) -> int:
         return self.ready + self.unacked
+
+
+@dataclass(frozen=True)
+class QueueStats(QueueDepth):
+    """One queue as the management API last saw it."""
+
+    name: str = ""
 
 
 def vhost_of(broker_url: str) -> str:

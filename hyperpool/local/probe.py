@@ -21,31 +21,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from kombu import Connection
 
 from hyperpool.errors import HyperpoolError
 from hyperpool.executor.queues import declare_pool_queues
-from hyperpool.local.management import ManagementApi, QueueStats
+from hyperpool.local.management import ManagementApi, QueueDepth, QueueStats
 from hyperpool.services import broker_connection, check_broker
 from hyperpool.settings import Settings, mask_url
 
 log = logging.getLogger("hyperpool.local")
 MANAGEMENT_EVERY = 1.0
 
-
-@dataclass(frozen=True)
-class QueueDepth:
-    """A pool queue's backlog: ``depth`` = ready + unacknowledged."""
-
-    ready: int
-    unacked: int
-    consumers: int
-
-    @property
-    def depth(self) -> int:
-        return self.ready + self.unacked
 
 
 class QueueProbe:
