@@ -192,6 +192,9 @@ class WorkerPoolSpec(BaseModel):
     minReplicaCount: int = Field(default=0, ge=0)  # noqa: N815
     maxReplicaCount: int = Field(default=50, ge=0)  # noqa: N815
     initialResources: InitialResources = Field(default_factory=InitialResources)  # noqa: N815
+    # Beyond the seed (additive, optional): worker pods' PriorityClass, e.g. the
+    # hyperflow-worker class a scoped ResourceQuota bounds (k8s/examples/).
+    priorityClassName: str | None = Field(default=None, min_length=1)  # noqa: N815
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> WorkerPoolSpec:

@@ -42,6 +42,7 @@ class PoolParams:
     resources: dict[str, dict[str, str]] = field(default_factory=dict)
     pod_requests: dict[str, Decimal] = field(default_factory=dict)  # quota charges per pod
     termination_grace: int = DEFAULT_TERMINATION_GRACE
+    priority_class: str | None = None
     polling_interval: int = DEFAULT_POLLING_INTERVAL
     fallback_failures: int = DEFAULT_FALLBACK_FAILURES
 
@@ -100,6 +101,7 @@ class PoolParams:
             "paused": self.paused,
             "resources": self.resources,
             "termination_grace": self.termination_grace,
+            "priority_class": self.priority_class,
             "cooldown": self.cooldown,
             "polling_interval": self.polling_interval,
             "fallback_failures": self.fallback_failures,

@@ -98,7 +98,7 @@ def plan(pool: Mapping[str, Any], budget: Mapping[str, Decimal] | None, *,
         image=spec.image, prometheus_url=prometheus_url, rabbit_hostname=spec.rabbitHostname,
         redis_url=spec.redisUrl, min_replicas=spec.minReplicaCount,
         max_replicas=spec.maxReplicaCount, resources=resources, pod_requests=requests,
-        termination_grace=config.termination_grace,
+        termination_grace=config.termination_grace, priority_class=spec.priorityClassName,
     )
     findings: list[Finding] = []
     if budget is None:

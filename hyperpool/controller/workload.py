@@ -67,6 +67,8 @@ def build_deployment(p: PoolParams, *, replicas: int | None = None) -> dict[str,
             },
         },
     }
+    if p.priority_class:
+        spec["template"]["spec"]["priorityClassName"] = p.priority_class
     if replicas is not None:
         spec = {"replicas": replicas, **spec}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": p.metadata(), "spec": spec}

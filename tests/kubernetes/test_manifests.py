@@ -1,0 +1,95 @@
+"""The kustomize base and the examples: they render, validate and apply on the real API server.
+
+Also the operator's RBAC, checked with `kubectl auth can-i` as its ServiceAccount: it may do
+what reconciling needs and nothing else (no secrets, no pods, no deletes, no cluster writes).
+"""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.kubernetes.conftest import wait_for
+from tests.unit.test_controller_support import schema_errors
+
+pytestmark = pytest.mark.kubernetes
+KUBECTL = Path.home() / ".cache/hyperpool/k8s-v1.20.2/bin/kubectl"
+K8S_VERSION = kubernetes_validate.utils.all_versions()[0]
+SA = "system:serviceaccount:hyperpool-system:hyperpool-operator"
+# kinds whose CRDs the test cluster does not serve (kube-prometheus-stack's)
+NOT_SERVED = {"PodMonitor"}
+WP = "workerpools.hyperflow.agh.edu.pl"
+
+
+def kubectl(kubeconfig: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(KUBECTL), "--kubeconfig", kubeconfig, *args], input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def rendered(kubeconfig: str) -> list[dict]:
+    out = kubectl(kubeconfig, "kustomize", str(REPO / "k8s"))
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_base_renders_and_validates(kubeconfig):
+    docs = rendered(kubeconfig)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "ServiceAccount",
+                            "ClusterRole", "ClusterRoleBinding", "Deployment", "ConfigMap",
+                            "PodMonitor", "PodMonitor"])
+    for doc in docs:
+        if doc["kind"] not in NOT_SERVED | {"CustomResourceDefinition"}:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    templates = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert set(templates["data"]) == {"deployment.yml", "prometheus-rule.yml", "scaledobject.yml"}
+    for name in templates["data"]:  # k8s/templates are the package's templates, unchanged
+        assert filecmp.cmp(REPO / "k8s" / "templates" / name,
+                           REPO / "hyperpool" / "templates" / name, shallow=False)
+
+
+def test_examples_validate_against_the_crd():
+    pools = [d for d in yaml.safe_load_all((REPO / "k8s/examples/workerpools.yaml").read_text())]
+    assert [p["spec"]["taskType"] for p in pools] == ["mProject", "mDiffFit", "mBackground"]
+    for pool in pools:
+        assert schema_errors("WorkerPool", pool) == []
+
+
+def test_base_applies_and_rbac_is_least_privilege(kubeconfig):
+    docs = [d for d in rendered(kubeconfig) if d["kind"] not in NOT_SERVED]
+    out = kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    assert out.returncode == 0, out.stderr
+    allowed = [("patch", WP), ("watch", WP), ("patch", f"{WP}/status"),
+               ("create", "deployments.apps"),
+               ("patch", "deployments.apps"), ("patch", "scaledobjects.keda.sh"),
+               ("patch", "prometheusrules.monitoring.coreos.com"), ("list", "resourcequotas"),
+               ("create", "events")]
+    denied = [("get", "secrets"), ("list", "secrets"), ("create", "pods"), ("create", "pods/exec"),
+              ("delete", "deployments.apps"), ("delete", WP),
+              ("update", "resourcequotas"), ("create", "clusterroles.rbac.authorization.k8s.io"),
+              ("delete", "namespaces"), ("patch", "nodes"), ("create", WP)]
+    for verb, resource in allowed:
+        out = kubectl(kubeconfig, "auth", "can-i", verb, resource, "--as", SA, "-n", "hp-any")
+        assert out.stdout.strip() == "yes", (verb, resource, out.stdout, out.stderr)
+    for verb, resource in denied:
+        out = kubectl(kubeconfig, "auth", "can-i", verb, resource, "--as", SA, "-n", "hp-any")
+        assert out.stdout.strip() == "no", (verb, resource, out.stdout)
+
+
+def test_example_pools_run_under_the_scoped_quota(api, namespace, kubeconfig):
+    for name in ("priorityclass-and-quota.yaml", "workerpools.yaml"):
+        out = kubectl(kubeconfig, "apply", "-n", namespace, "-f",
+                      str(REPO / "k8s" / "examples" / name))
+        assert out.returncode == 0, out.stderr
+    def deployments_ready():
+        deps = api.list("apps/v1", "Deployment", namespace)
+        return len(deps) == 3 and deps
+    deps = wait_for(deployments_ready, what="three pool Deployments")
+    for dep in deps:
+        assert dep["spec"]["template"]["spec"]["priorityClassName"] == "hyperflow-worker"
