@@ -1,0 +1,111 @@
+"""``python -m bench [--quick] [--only SECTION ...]``: run every benchmark, write the report.
+
+All sections run in one process, one after the other, and their numbers land in one document
+(docs/benchmarks.md, plus PNG plots beside it), so comparisons are side by side on the same
+machine in the same minutes. Each section is isolated: if one fails, the others still run
+and the document says what was not measured and why. A full run takes about 12-15 minutes on
+2 cores; ``--quick`` (smaller sizes, one repeat, no 469-task job-model run, no cluster)
+takes about 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO, WORKFLOWS, machine, wait_quiet
+
+SECTIONS = ("throughput", "latency", "makespan", "scaling", "memory", "controller")
+
+
+def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
+    repeats = 1 if quick else 5
+    if name == "throughput":
+        from bench import throughput as tp
+
+        res["noop_tasks"] = 500 if quick else 2000
+        res["noop"] = dataclasses.asdict(tp.noop_throughput(tasks=res["noop_tasks"],
+                                                            repeats=repeats))
+        res["command_tasks"] = 300 if quick else 1000
+        res["command"] = dataclasses.asdict(tp.command_throughput(tasks=res["command_tasks"],
+                                                                  repeats=1 if quick else 3))
+        res["publishers"] = tp.publisher_variants(tasks=res["noop_tasks"],
+                                                  repeats=1 if quick else 3)
+    elif name == "latency":
+        from bench import throughput as tp
+
+        res["latency"] = dataclasses.asdict(tp.latency(samples=100 if quick else 300))
+    elif name == "makespan":
+        from bench import makespan
+
+        res["makespan"] = makespan.measure(makespan.default_plan(quick))
+        res["makespan_configs"] = {c.name: dataclasses.asdict(c)
+                                   for c in (makespan.POOLS, makespan.JOBS)}
+    elif name == "scaling":
+        from bench import bench_scaling
+
+        res["scaling_workers"] = 4
+        res["scaling_cooldown"] = 1.0
+        res["scaling"] = bench_scaling.measure(4, 2 if quick else 3, cooldown=1.0)
+    elif name == "memory":
+        from bench import memory
+
+        res["pool_memory"] = {f"c{c}": memory.pool_memory(c) for c in (1, 2)}
+        res["celery_memory"] = memory.celery_memory(1)
+        workflows = {"legacy-montage-2.0-1482": WORKFLOWS / "legacy-montage-2.0-1482.workflow.json",
+                     "generated 20,000 tasks": memory.generated_dag(20_000)}
+        res["engine_memory"] = {k: memory.engine_memory(v) for k, v in workflows.items()}
+    elif name == "controller":
+        from bench import controller
+
+        res["controller"] = controller.measure(pools=200)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller, single-repeat run")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--skip", nargs="+", choices=SECTIONS, default=[],
+                        help="leave these sections out")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    args = parser.parse_args()
+    sections = [s for s in (args.only or SECTIONS) if s not in args.skip]
+    if args.quick and not args.only and "controller" in sections:
+        sections.remove("controller")
+    res: dict[str, Any] = {"machine": machine(), "quick": args.quick, "errors": {},
+                           "started": time.strftime("%Y-%m-%d %H:%M %Z"),
+                           "load_before": os.getloadavg(), "sections": sections}
+    began = time.monotonic()
+    for name in sections:
+        print(f"bench: {name} ...", flush=True)
+        wait_quiet()
+        t0 = time.monotonic()
+        try:
+            run_section(name, args.quick, res)
+        except Exception as exc:  # noqa: BLE001 - report it, go on with the next section
+            traceback.print_exc()
+            res["errors"][name] = f"{type(exc).__name__}: {exc}".strip()[:600]
+        print(f"bench: {name} took {time.monotonic() - t0:.0f}s", flush=True)
+    res["load_after"] = os.getloadavg()
+    res["duration_s"] = time.monotonic() - began
+    from bench import report
+
+    report.write(res, args.out)
+    if args.json:
+        args.json.write_text(json.dumps(res, default=_plain, indent=1))
+    print(f"bench: wrote {args.out} ({res['duration_s'] / 60:.1f} min)")
+
+
+def _plain(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else str(obj)
+
+
+if __name__ == "__main__":
+    main()

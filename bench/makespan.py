@@ -1,0 +1,197 @@
+"""Makespan of real Montage workflows (goal 4): pools vs the job model vs an ideal schedule.
+
+Each run is the command users type, ``hyperpool run WORKDIR --no-local-pools --stub-sleep S``,
+with its ``--json-summary`` makespan (engine start to last result). Stubs keep the DAG's shape
+and make every task take exactly S seconds, so the schedule the system achieves can be
+compared with a lower bound computed from the DAG alone:
+
+    ideal = max(critical path, max over slot classes c of (work of c) / (slots of c))
+
+A slot class is one pool (its task type, ``concurrency`` slots) or the job model (``max_jobs``
+slots). For the all-jobs run there is one class and this is exactly
+max(critical path, total work / workers); with pools it is the same bound per pool, because a
+pool only runs its own task type. Both configurations get the same number of slots in total.
+With 0 s stubs the bound is 0, so those rows show pure per-task overhead instead of a ratio.
+
+The job model starts one ``hyperpool execute`` process per task (about 0.3 s of CPU each), so
+its runs are the slowest part of the whole benchmark: fewer of them are repeated, and
+``--quick`` keeps only the small workflows.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.common import WORKFLOWS, bench_env, bench_settings, delete_queues, new_namespace, workers
+from hyperpool.engine.dag import Dag, build_dag
+from hyperpool.engine.loader import load_workflow
+from hyperpool.routing import EXECUTION_MODELS_FILE
+
+POOLED = ["mProjectPP", "mDiffFit", "mBackground"]
+ENV = {"HF_VAR_function": "command"}  # montage143 names its function {{function}}
+
+
+@dataclass
+class Config:
+    """One way of running a workflow: which types are pooled and how many slots each gets."""
+
+    name: str
+    pooled: list[str]
+    pool_concurrency: int
+    max_jobs: int
+
+    def slots(self) -> int:
+        return len(self.pooled) * self.pool_concurrency + self.max_jobs
+
+
+POOLS = Config("pools", POOLED, pool_concurrency=4, max_jobs=4)
+JOBS = Config("jobs", [], pool_concurrency=0, max_jobs=16)
+
+
+@dataclass
+class Row:
+    workflow: str
+    tasks: int
+    config: str
+    stub: float
+    ideal: float
+    critical_path: float
+    simulated: float
+    makespans: list[float] = field(default_factory=list)
+
+
+def ideal(dag: Dag, config: Config, stub: float) -> tuple[float, float]:
+    """(ideal makespan, critical path) of ``dag`` with every dispatched task taking ``stub``."""
+    duration = [stub if t.process.dispatches else 0.0 for t in dag.tasks]
+    finish = [0.0] * len(dag.tasks)
+    for task in dag.tasks:  # build_dag lists tasks in dependency order
+        start = max((finish[d] for d in task.deps), default=0.0)
+        finish[task.index] = start + duration[task.index]
+    critical = max(finish, default=0.0)
+    work: Counter[str] = Counter()
+    for task in dag.tasks:
+        pooled = task.task_type in config.pooled
+        work[task.task_type if pooled else "(jobs)"] += duration[task.index]
+    bound = max((w / (config.pool_concurrency if c != "(jobs)" else config.max_jobs)
+                 for c, w in work.items() if w), default=0.0)
+    return max(critical, bound), critical
+
+
+def simulate(dag: Dag, config: Config, stub: float) -> float:
+    """Makespan of a zero-overhead greedy schedule of ``dag`` on ``config``'s slots.
+
+    The bound above ignores Montage's barriers (mConcatFit waits for every mDiffFit, mAdd for
+    every mBackground), so no real schedule reaches it; this simulation does what the engine
+    does (run whatever is ready, in order, on a free slot of its class) with no messaging,
+    start-up or process cost, separating the DAG's shape from hyperpool's overheads.
+    """
+    def slot_class(task_type: str) -> str:
+        return task_type if task_type in config.pooled else "(jobs)"
+
+    free = {slot_class(t): config.pool_concurrency for t in config.pooled}
+    free["(jobs)"] = config.max_jobs
+    pending = [len(t.deps) for t in dag.tasks]
+    ready: dict[str, deque[int]] = {c: deque() for c in free}
+    running: list[tuple[float, int]] = []
+    now, done = 0.0, 0
+
+    def release(index: int) -> None:
+        nonlocal done
+        task = dag.tasks[index]
+        if not task.process.dispatches:  # completes at dispatch, no slot (as in the engine)
+            done += 1
+            for dep in dag.dependents[index]:
+                pending[dep] -= 1
+                if pending[dep] == 0:
+                    release(dep)
+            return
+        ready[slot_class(task.task_type)].append(index)
+
+    for task in dag.tasks:
+        if not task.deps:
+            release(task.index)
+    while done < len(dag.tasks):
+        for cls, queue in ready.items():
+            while queue and free[cls]:
+                free[cls] -= 1
+                heapq.heappush(running, (now + stub, queue.popleft()))
+        now, index = heapq.heappop(running)
+        free[slot_class(dag.tasks[index].task_type)] += 1
+        done += 1
+        for dep in dag.dependents[index]:
+            pending[dep] -= 1
+            if pending[dep] == 0:
+                release(dep)
+    return now
+
+
+def run_once(name: str, config: Config, stub: float, namespace: str) -> float:
+    work = Path(tempfile.mkdtemp(prefix=f"hyperpool-bench-{name}-"))
+    shutil.copy(WORKFLOWS / f"{name}.workflow.json", work / "workflow.json")
+    (work / EXECUTION_MODELS_FILE).write_text(json.dumps([{"name": n} for n in config.pooled]))
+    summary = work / "summary.json"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hyperpool", "run", str(work), "--no-local-pools",
+             "--stub-sleep", str(stub), "--max-jobs", str(config.max_jobs),
+             "--json-summary", str(summary)],
+            env=bench_env(namespace, work, **ENV), capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} ({config.name}) failed:\n{proc.stderr[-2000:]}")
+        return float(json.loads(summary.read_text())["makespan_seconds"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(plan: list[tuple[str, Config, float, int]]) -> list[Row]:
+    """Run (workflow, config, stub, repeats) entries; each row keeps all its makespans.
+
+    The pools (one ``hyperpool worker`` per pooled type) are started once, warm, and shared
+    by every run, as long-running pools would be; each run has its own run id and stream.
+    """
+    namespace = new_namespace()
+    home = Path(tempfile.mkdtemp(prefix="hyperpool-bench-pools-"))
+    rows = []
+    try:
+        with workers([(f"{namespace}.{t}", POOLS.pool_concurrency) for t in POOLS.pooled],
+                     namespace=namespace, work_dir=home):
+            for name, config, stub, repeats in plan:
+                dag = build_dag(load_workflow(WORKFLOWS / f"{name}.workflow.json", env=ENV))
+                best, critical = ideal(dag, config, stub)
+                row = Row(name, len(dag.tasks), config.name, stub, best, critical,
+                          simulate(dag, config, stub))
+                for _ in range(repeats):
+                    row.makespans.append(run_once(name, config, stub, namespace))
+                print(f"  makespan {name} {config.name} stub {stub}: "
+                      f"{[round(m, 2) for m in row.makespans]} (ideal {best:.2f}s, "
+                      f"simulated {row.simulated:.2f}s)", flush=True)
+                rows.append(row)
+    finally:
+        delete_queues(bench_settings(namespace, home), namespace + ".")
+    return rows
+
+
+def default_plan(quick: bool) -> list[tuple[str, Config, float, int]]:
+    """Pools: every workflow, both stubs, median of 3. Job model: one process per task is
+    slow, so the 469-task workflow runs once and only with 0.2 s stubs (about 80 s)."""
+    if quick:
+        return [(name, config, stub, 1) for stub in (0.0, 0.2)
+                for name, config in (("legacy-montage-0.25-43", POOLS),
+                                     ("montage143-143", POOLS),
+                                     ("legacy-montage-0.25-43", JOBS))]
+    plan = []
+    for stub in (0.0, 0.2):
+        for name in ("legacy-montage-0.25-43", "montage143-143", "legacy-montage-1.0-469"):
+            plan.append((name, POOLS, stub, 3))
+        plan.append(("legacy-montage-0.25-43", JOBS, stub, 3))
+        plan.append(("montage143-143", JOBS, stub, 1))
+    plan.append(("legacy-montage-1.0-469", JOBS, 0.2, 1))
+    return plan

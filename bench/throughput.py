@@ -1,0 +1,263 @@
+"""Throughput (goals 1 and 2) and idle latency (goal 3): hyperpool vs raw Celery, side by side.
+
+Both sides get the same machine, broker, Redis and worker shape (one prefork worker with two
+processes, ``acks_late``, prefetch 1), and their runs are interleaved so background noise
+hits both. hyperpool is measured through its whole path: an in-process :class:`Engine` (the
+one ``hyperpool run`` uses) publishes a generated workflow's tasks, a ``hyperpool worker``
+runs them and reports to the run's completion stream, and the engine releases and counts
+them. Throughput is tasks / engine makespan; latency is the engine's own clock from the start
+of a task's dispatch to the moment it processes the task's result.
+
+* no-op: ``--stub-sleep 0`` (in-process stub) vs a Celery task returning ``None``;
+* command: the real ``true`` executable through the runner (logs, exit code) vs a Celery task
+  doing ``subprocess.run(["true"])``;
+* latency: a 1-wide chain, so exactly one task is in flight on an otherwise idle system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import redis
+
+from bench import celery_baseline as raw
+from bench.common import bench_settings, delete_queues, median, new_namespace, percentile, workers
+from bench.gen import chain, flat, write
+from hyperpool.engine.dag import build_dag
+from hyperpool.engine.loader import load_workflow
+from hyperpool.engine.run import Engine, RunOptions
+from hyperpool.engine.state import DISPATCHED
+from hyperpool.executor.publisher import RUN_TASK, Publisher
+from hyperpool.executor.queues import TASK_EXCHANGE, task_queue
+from hyperpool.executor.results import done_key
+from hyperpool.models import TaskResult
+from hyperpool.routing import load_routing
+from hyperpool.services import check_redis
+from hyperpool.settings import Settings
+
+TASK_TYPE = "task"
+WARMUP = 5  # first tasks of a chain: connections and caches still cold
+
+
+@dataclass
+class Comparison:
+    """Samples of one metric for both systems (tasks/s, or seconds per task).
+
+    ``cpu`` holds, per system, the CPU milliseconds per task each participant spent in the
+    last measured run: where the time goes, and why the ratio is what it is.
+    """
+
+    hyperpool: list[float] = field(default_factory=list)
+    celery: list[float] = field(default_factory=list)
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _server(name: str) -> psutil.Process | None:
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == name:
+            return proc
+    return None
+
+
+class CpuMeter:
+    """CPU seconds of the engine/client (this process), a worker's family, RabbitMQ, Redis."""
+
+    def __init__(self, worker_pid: int):
+        self.procs = {"engine/client": psutil.Process(), "worker": psutil.Process(worker_pid),
+                      "rabbitmq": _server("beam.smp"), "redis": _server("redis-server")}
+
+    def _now(self) -> dict[str, float]:
+        out = {}
+        for name, proc in self.procs.items():
+            if proc is None:
+                continue
+            family = [proc, *(proc.children(recursive=True) if name == "worker" else [])]
+            total = 0.0
+            for member in family:
+                with contextlib.suppress(psutil.Error):
+                    times = member.cpu_times()
+                    total += times.user + times.system
+            out[name] = total
+        return out
+
+    def measure(self, fn, tasks: int):
+        """Call ``fn``; return (its value, CPU ms per task of each participant)."""
+        before = self._now()
+        value = fn()
+        after = self._now()
+        return value, {k: (after[k] - before[k]) * 1e3 / tasks for k in after}
+
+
+class TimingEngine(Engine):
+    """The real engine, recording dispatch -> result-processed time of every task."""
+
+    latencies: list[float]
+
+    def _on_result(self, result: TaskResult) -> None:
+        index = self._ids.get(result.task_id)
+        if index is not None and self.state.status[index] == DISPATCHED:
+            sent = self.dispatched_at.get(index)
+            if sent is not None:
+                self.latencies.append(time.time() - sent)
+        super()._on_result(result)
+
+
+class SendTaskPublisher(Publisher):
+    """The publisher as it was before batching: ``send_task`` per message, confirm each."""
+
+    def publish_many(self, items, *, reply_to, run_id=None) -> None:
+        for queue, message, attempt in items:
+            self.ensure_queue(queue)
+            self.app.send_task(
+                RUN_TASK, args=[message.model_dump(mode="json", exclude_none=True)],
+                kwargs={"reply_to": reply_to, "attempt": attempt, "run_id": run_id},
+                queue=task_queue(queue, delivery_limit=self.settings.delivery_limit),
+                exchange=TASK_EXCHANGE, routing_key=queue,
+                task_id=f"{message.taskId}#{attempt}", retry=True,
+                retry_policy={"max_retries": 10, "interval_start": 0.2, "interval_step": 0.5,
+                              "interval_max": 3})
+
+
+class UnbatchedPublisher(Publisher):
+    """Today's message encoding, but one confirm round trip per message."""
+
+    def publish_many(self, items, *, reply_to, run_id=None) -> None:
+        for item in items:
+            super().publish_many([item], reply_to=reply_to, run_id=run_id)
+
+
+PUBLISHERS = {"batched (current)": Publisher, "confirm per message": UnbatchedPublisher,
+              "send_task (before)": SendTaskPublisher}
+
+
+class HyperpoolSide:
+    """A work dir, a publisher and a Redis client reused by every run of one benchmark."""
+
+    def __init__(self, settings: Settings, work_dir: Path,
+                 publisher: type[Publisher] = Publisher):
+        self.settings = settings
+        self.work_dir = work_dir
+        self.client: redis.Redis = check_redis(settings)
+        self.publisher = publisher(settings)
+
+    def run(self, stub: float | None) -> TimingEngine:
+        dag = build_dag(load_workflow(self.work_dir))
+        routing = load_routing(self.work_dir, self.settings.namespace)
+        engine = TimingEngine(dag, routing, self.settings,
+                              RunOptions(work_dir=self.work_dir, stub_sleep=stub),
+                              self.client, self.publisher)
+        engine.latencies = []
+        outcome = engine.run()
+        self.client.delete(engine.stream, done_key(engine.run_id))
+        if not outcome.ok:
+            raise RuntimeError(f"bench run failed: {outcome.failures[:3]}")
+        engine.makespan = outcome.finished - outcome.started  # type: ignore[attr-defined]
+        return engine
+
+    def close(self) -> None:
+        self.publisher.close()
+
+
+def _throughput_pair(*, tasks: int, repeats: int, stub: float | None, raw_task,
+                     concurrency: int) -> Comparison:
+    namespace = new_namespace()
+    work = Path(tempfile.mkdtemp(prefix="hyperpool-bench-tp-"))
+    write(work, flat(tasks, task_type=TASK_TYPE), [TASK_TYPE])
+    settings = bench_settings(namespace, work)
+    raw_queue = f"{namespace}.raw"
+    out = Comparison()
+    side = HyperpoolSide(settings, work)
+    try:
+        with workers([(f"{namespace}.{TASK_TYPE}", concurrency)], namespace=namespace,
+                     work_dir=work) as (pool,), \
+                raw.celery_worker(raw_queue, concurrency=concurrency, work_dir=work) as base:
+            side.run(stub)  # warm-up: queue declared, worker processes warm
+            raw.throughput(raw_task, raw_queue, min(tasks, 100))
+            ours, theirs = CpuMeter(pool.proc.pid), CpuMeter(base.proc.pid)
+            for _ in range(repeats):
+                engine, out.cpu["hyperpool"] = ours.measure(lambda: side.run(stub), tasks)
+                out.hyperpool.append(tasks / engine.makespan)
+                rate, out.cpu["celery"] = theirs.measure(
+                    lambda: raw.throughput(raw_task, raw_queue, tasks), tasks)
+                out.celery.append(rate)
+    finally:
+        side.close()
+        delete_queues(settings, namespace + ".")
+    return out
+
+
+def noop_throughput(*, tasks: int, repeats: int, concurrency: int = 2) -> Comparison:
+    return _throughput_pair(tasks=tasks, repeats=repeats, stub=0.0, raw_task=raw.noop,
+                            concurrency=concurrency)
+
+
+def command_throughput(*, tasks: int, repeats: int, concurrency: int = 2) -> Comparison:
+    return _throughput_pair(tasks=tasks, repeats=repeats, stub=None, raw_task=raw.true_cmd,
+                            concurrency=concurrency)
+
+
+def publisher_variants(*, tasks: int, repeats: int, concurrency: int = 2
+                       ) -> dict[str, list[float]]:
+    """End-to-end no-op tasks/s with each publisher variant (the effect of batching)."""
+    namespace = new_namespace()
+    work = Path(tempfile.mkdtemp(prefix="hyperpool-bench-pub-"))
+    write(work, flat(tasks, task_type=TASK_TYPE), [TASK_TYPE])
+    settings = bench_settings(namespace, work)
+    sides = {name: HyperpoolSide(settings, work, cls) for name, cls in PUBLISHERS.items()}
+    out: dict[str, list[float]] = {name: [] for name in sides}
+    try:
+        with workers([(f"{namespace}.{TASK_TYPE}", concurrency)], namespace=namespace,
+                     work_dir=work):
+            for side in sides.values():
+                side.run(0.0)
+            for _ in range(repeats):
+                for name, side in sides.items():
+                    out[name].append(tasks / side.run(0.0).makespan)
+    finally:
+        for side in sides.values():
+            side.close()
+        delete_queues(settings, namespace + ".")
+    return out
+
+
+def latency(*, samples: int) -> Comparison:
+    """Sequential single-task round trips on an idle system (seconds per task)."""
+    namespace = new_namespace()
+    work = Path(tempfile.mkdtemp(prefix="hyperpool-bench-lat-"))
+    write(work, chain(samples + WARMUP, task_type=TASK_TYPE), [TASK_TYPE])
+    settings = bench_settings(namespace, work)
+    raw_queue = f"{namespace}.raw"
+    out = Comparison()
+    side = HyperpoolSide(settings, work)
+    try:
+        with workers([(f"{namespace}.{TASK_TYPE}", 1)], namespace=namespace, work_dir=work), \
+                raw.celery_worker(raw_queue, concurrency=1, work_dir=work):
+            raw.latencies(raw.noop, raw_queue, 20)  # warm-up
+            half = samples // 2
+            # Interleave halves so drifting background load affects both sides alike.
+            out.celery += raw.latencies(raw.noop, raw_queue, half)
+            out.hyperpool += side.run(0.0).latencies[WARMUP:]
+            out.celery += raw.latencies(raw.noop, raw_queue, samples - half)
+    finally:
+        side.close()
+        delete_queues(settings, namespace + ".")
+    return out
+
+
+def summarize_latency(values: list[float]) -> dict[str, float]:
+    return {"p50": percentile(values, 50), "p90": percentile(values, 90),
+            "p99": percentile(values, 99), "mean": sum(values) / len(values)}
+
+
+if __name__ == "__main__":
+    tp = noop_throughput(tasks=500, repeats=1)
+    print("noop tasks/s hyperpool", tp.hyperpool, "celery", tp.celery)
+    lat = latency(samples=100)
+    print("latency ms hyperpool", {k: v * 1e3 for k, v in summarize_latency(lat.hyperpool).items()},
+          "celery", {k: v * 1e3 for k, v in summarize_latency(lat.celery).items()},
+          median(lat.hyperpool))
