@@ -176,6 +176,11 @@ class Engine:
         if status == DONE:
             self.state.duplicates += 1
             return
+        if status == RETRY and result.ok:
+            # an earlier attempt's success arrived while its retry was waiting: take it
+            self._retry_at.pop(index, None)
+            self.state.set(index, DISPATCHED)
+            status = DISPATCHED
         if status != DISPATCHED or (not result.ok and result.attempt != self.state.attempt[index]):
             return  # a stale report of an earlier attempt
         self._observe(index, result)

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from hyperpool.engine.dag import build_dag
 from hyperpool.engine.loader import load_workflow
 from hyperpool.engine.run import Engine, RunOptions
-from hyperpool.engine.state import DONE
+from hyperpool.engine.state import DISPATCHED, DONE
 from hyperpool.executor.publisher import Publisher
 from hyperpool.models import TaskResult
 from hyperpool.routing import EXECUTION_MODELS_FILE, load_routing
@@ -223,3 +223,20 @@ def test_duplicate_completion_is_counted_once(tmp_path, namespace, settings, red
     engine._on_result(again)
     engine._on_result(again)
     assert engine.state.duplicates == 2 and engine.state.counts[DONE] == 1
+
+
+def test_late_success_of_an_earlier_attempt_counts(tmp_path, namespace, settings, redis_client):
+    work = workdir_for(tmp_path, chain(("a", {"executable": "true"})), [])
+    dag = build_dag(load_workflow(work, env={}))
+    engine = Engine(dag, load_routing(work, namespace), settings,
+                    RunOptions(work_dir=work, attempts=3, backoff=60), redis_client)
+    engine._dispatch_ready = lambda: None  # drive the state machine by hand
+    engine.state.attempt[0] = 1
+    engine.state.set(0, DISPATCHED)
+    task_id = engine.task_id(dag.tasks[0])
+    engine._on_result(TaskResult(task_id=task_id, exit_code=1, started=0, finished=1,
+                                 worker="w", model="job"))
+    assert 0 in engine._retry_at  # waiting 60 s for attempt 2
+    engine._on_result(TaskResult(task_id=task_id, exit_code=0, started=0, finished=2,
+                                 worker="w", model="job"))
+    assert engine.state.counts[DONE] == 1 and not engine._retry_at
