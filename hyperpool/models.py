@@ -144,13 +144,53 @@ def _quantity(value: Any, what: str) -> Decimal:
         raise ValueError(f"{what}: {exc}") from None
 
 
+_EXTENDED = "\x00extended"  # an alias no manifest can spell
+
+
+def is_extended_resource(name: str) -> bool:
+    """Resource names beyond cpu/memory a pod may request: ``nvidia.com/gpu`` and the like.
+
+    Extended resources carry a domain (``vendor.com/thing``); ``ephemeral-storage`` and
+    ``hugepages-<size>`` are the other names Kubernetes accepts. Anything else (``cpus``) is a
+    typo and rejected, as an unknown field would be.
+    """
+    return "/" in name or name == "ephemeral-storage" or name.startswith("hugepages-")
+
+
 class ResourceAmounts(BaseModel):
-    """``cpu`` and ``memory`` as Kubernetes quantities, kept as written and parsed on demand."""
+    """``cpu``, ``memory`` and extended resources (``nvidia.com/gpu``) as quantities.
+
+    Kept as written and parsed on demand. Extended resources cannot be declared as fields (a
+    field cannot be named ``nvidia.com/gpu``), so they are gathered into :attr:`extended`
+    before validation; any other unknown name (``cpus``, ``gpu``) stays an unknown field.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     cpu: str | None = None
     memory: str | None = None
+    extended: dict[str, str] = Field(default_factory=dict, alias=_EXTENDED)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_extended(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            data.pop(_EXTENDED, None)
+            extended = {}
+            for name in [k for k in data if isinstance(k, str) and is_extended_resource(k)]:
+                value = data.pop(name)
+                if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                    raise ValueError(f"{name}: expected a quantity, got {value!r}")
+                _quantity(value, name)
+                extended[name] = str(value)
+            data[_EXTENDED] = extended
+        return data
+
+    def amounts(self) -> dict[str, str]:
+        """Every resource that is set, cpu and memory first."""
+        named = {"cpu": self.cpu, "memory": self.memory, **self.extended}
+        return {k: v for k, v in named.items() if v is not None}
 
     @field_validator("cpu", "memory", mode="before")
     @classmethod
@@ -178,6 +218,83 @@ class InitialResources(BaseModel):
     limits: ResourceAmounts = Field(default_factory=ResourceAmounts)
 
 
+class LocalObjectReference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+
+
+class PoolServiceAccount(BaseModel):
+    """The worker pods' ServiceAccount: referenced, or created by the controller (``create``).
+
+    Created only on request and never adopted: a ServiceAccount the controller did not create
+    (e.g. one Terraform annotated for IRSA) is referenced as is, not rewritten or deleted with
+    the pool. ``annotations`` (workload identity) therefore need ``create: true``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1)
+    create: bool = False
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> PoolServiceAccount:
+        if not self.create and not self.name:
+            raise ValueError("name is required unless create is true")
+        if self.annotations and not self.create:
+            raise ValueError("annotations need create: true (the controller never modifies a "
+                             "ServiceAccount it did not create)")
+        return self
+
+
+class BrokerCredentials(BaseModel):
+    """RabbitMQ user and password from a Secret (``username`` may be given as plain text)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secretName: str = Field(min_length=1)  # noqa: N815
+    username: str | None = Field(default=None, min_length=1)
+    usernameKey: str | None = Field(default=None, min_length=1)  # noqa: N815
+    passwordKey: str = Field(default="password", min_length=1)  # noqa: N815
+
+    @model_validator(mode="after")
+    def _one_username(self) -> BrokerCredentials:
+        if self.username and self.usernameKey:
+            raise ValueError("give username or usernameKey, not both")
+        return self
+
+
+class RedisCredentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    secretName: str = Field(min_length=1)  # noqa: N815
+    passwordKey: str = Field(default="password", min_length=1)  # noqa: N815
+
+
+class EnvVar(BaseModel):
+    """A container env entry as Kubernetes writes it (``value`` or ``valueFrom``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    value: str | None = None
+    valueFrom: dict[str, Any] | None = None  # noqa: N815
+
+
+class ScaleTrigger(BaseModel):
+    """An extra KEDA trigger (keda.sh/v1alpha1 ``ScaleTriggers``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1)
+    name: str | None = None
+    metadata: dict[str, str]
+    authenticationRef: dict[str, str] | None = None  # noqa: N815
+    metricType: str | None = None  # noqa: N815
+    useCachedMetrics: bool | None = None  # noqa: N815
+
+
 class WorkerPoolSpec(BaseModel):
     """``spec`` of a WorkerPool, exactly the seed's fields (issue-6 fields extend this)."""
 
@@ -192,9 +309,23 @@ class WorkerPoolSpec(BaseModel):
     minReplicaCount: int = Field(default=0, ge=0)  # noqa: N815
     maxReplicaCount: int = Field(default=50, ge=0)  # noqa: N815
     initialResources: InitialResources = Field(default_factory=InitialResources)  # noqa: N815
-    # Beyond the seed (additive, optional): worker pods' PriorityClass, e.g. the
-    # hyperflow-worker class a scoped ResourceQuota bounds (k8s/examples/).
+    # Beyond the seed (additive, optional; k8s/README.md "WorkerPool fields beyond the seed").
+    # Placement: the worker pods' PriorityClass (e.g. hyperflow-worker, which a scoped
+    # ResourceQuota bounds), node selector, tolerations and affinity, passed through as written.
     priorityClassName: str | None = Field(default=None, min_length=1)  # noqa: N815
+    nodeSelector: dict[str, str] | None = None  # noqa: N815
+    tolerations: list[dict[str, Any]] | None = None
+    affinity: dict[str, Any] | None = None
+    serviceAccount: PoolServiceAccount | None = None  # noqa: N815
+    imagePullSecrets: list[LocalObjectReference] | None = None  # noqa: N815
+    # Credentials by reference: the Deployment reads them with secretKeyRef; the CR never holds
+    # them and the controller never reads the Secret (it needs no access to Secrets).
+    brokerCredentials: BrokerCredentials | None = None  # noqa: N815
+    redisCredentials: RedisCredentials | None = None  # noqa: N815
+    env: list[EnvVar] | None = None
+    concurrency: int | None = Field(default=None, ge=1, le=512)
+    terminationGracePeriodSeconds: int | None = Field(default=None, ge=0)  # noqa: N815
+    triggers: list[ScaleTrigger] | None = None  # extra KEDA triggers after the queue trigger
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> WorkerPoolSpec:

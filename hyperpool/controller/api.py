@@ -34,6 +34,8 @@ PLURALS = {
     "CustomResourceDefinition": "customresourcedefinitions",
     "Namespace": "namespaces",
     "Pod": "pods",
+    "ServiceAccount": "serviceaccounts",
+    "Secret": "secrets",
 }
 REQUEST_TIMEOUT = 30.0
 

@@ -13,6 +13,14 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from hyperpool.controller import naming, rules
+from hyperpool.controller.environment import (
+    BROKER_USERINFO,
+    REDIS_USERINFO,
+    with_userinfo,
+    worker_command,
+    worker_env,
+)
+from hyperpool.models import BrokerCredentials, RedisCredentials
 from hyperpool.settings import broker_url_from_rabbit_hostname
 
 DEFAULT_TERMINATION_GRACE = 600
@@ -45,12 +53,35 @@ class PoolParams:
     priority_class: str | None = None
     polling_interval: int = DEFAULT_POLLING_INTERVAL
     fallback_failures: int = DEFAULT_FALLBACK_FAILURES
+    # beyond the seed (see hyperpool.models.WorkerPoolSpec)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    affinity: dict[str, Any] = field(default_factory=dict)
+    service_account: str | None = None  # the pods' serviceAccountName
+    service_account_annotations: dict[str, str] | None = None  # not None: the controller's own
+    image_pull_secrets: list[str] = field(default_factory=list)
+    broker_credentials: BrokerCredentials | None = None
+    redis_credentials: RedisCredentials | None = None
+    extra_env: list[dict[str, Any]] = field(default_factory=list)
+    concurrency: int | None = None
+    extra_triggers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def broker_url(self) -> str | None:
+        """The worker's broker URL; with a credentials Secret, ``$(VAR)`` references to it."""
         if not self.rabbit_hostname:
             return None
-        return broker_url_from_rabbit_hostname(self.rabbit_hostname)
+        if self.broker_credentials is None:
+            return broker_url_from_rabbit_hostname(self.rabbit_hostname)
+        if "://" in self.rabbit_hostname:
+            return with_userinfo(self.rabbit_hostname, BROKER_USERINFO)
+        return f"amqp://{BROKER_USERINFO}@{self.rabbit_hostname}//"
+
+    @property
+    def worker_redis_url(self) -> str | None:
+        if not self.redis_url or self.redis_credentials is None:
+            return self.redis_url
+        return with_userinfo(self.redis_url, REDIS_USERINFO)
 
     @property
     def vhost(self) -> str:
@@ -92,7 +123,7 @@ class PoolParams:
             "image": self.image,
             "rabbit_hostname": self.rabbit_hostname,
             "broker_url": self.broker_url,
-            "redis_url": self.redis_url,
+            "redis_url": self.worker_redis_url,
             "prometheus_url": self.prometheus_url,
             "min_replicas": self.min_replicas,
             "max_replicas": self.max_replicas,
@@ -102,6 +133,13 @@ class PoolParams:
             "resources": self.resources,
             "termination_grace": self.termination_grace,
             "priority_class": self.priority_class,
+            "node_selector": self.node_selector,
+            "tolerations": self.tolerations,
+            "affinity": self.affinity,
+            "service_account": self.service_account,
+            "image_pull_secrets": [{"name": n} for n in self.image_pull_secrets],
+            "concurrency": self.concurrency,
+            "triggers": self.extra_triggers,
             "cooldown": self.cooldown,
             "polling_interval": self.polling_interval,
             "fallback_failures": self.fallback_failures,
@@ -114,27 +152,3 @@ class PoolParams:
             "scaler_query": rules.scaler_query(self),
             "rules": rules.recording_rules(self),
         }
-
-
-def worker_command(params: PoolParams) -> list[str]:
-    return ["hyperpool", "worker", "--queue", params.queue]
-
-
-METRICS_PORT = 9100
-
-
-def worker_env(params: PoolParams) -> list[dict[str, str]]:
-    """hyperpool's own variables plus the HyperFlow names existing executor images read."""
-    pairs: list[tuple[str, str | None]] = [
-        ("HYPERPOOL_BROKER_URL", params.broker_url),
-        ("RABBIT_HOSTNAME", params.rabbit_hostname),
-        ("HYPERPOOL_REDIS_URL", params.redis_url),
-        ("REDIS_URL", params.redis_url),
-        ("HYPERPOOL_QUEUE", params.queue),
-        ("QUEUE_NAME", params.queue),
-        ("HYPERPOOL_NAMESPACE", params.namespace),
-        ("HF_VAR_NAMESPACE", params.namespace),
-        # /metrics of the pod (all prefork children summed), scraped via k8s/monitoring.
-        ("HYPERPOOL_METRICS_PORT", str(METRICS_PORT)),
-    ]
-    return [{"name": name, "value": value} for name, value in pairs if value]

@@ -1,7 +1,8 @@
 """What a worker pod costs in ResourceQuota terms, and the budget left to worker pools.
 
 A ResourceQuota counts a pod against several resource names at once: ``requests.cpu`` and its
-alias ``cpu``, ``requests.memory``/``memory``, ``limits.*`` and the pod count itself. A
+alias ``cpu``, ``requests.memory``/``memory``, ``limits.*``, ``requests.nvidia.com/gpu`` (and
+other extended resources) and the pod count itself. A
 container without a request is charged its limit (Kubernetes defaults requests to limits). So
 ``fit`` (:func:`hyperpool.scaling.fit`) is asked with *all* of these names and the quota
 decides which ones constrain.
@@ -30,21 +31,28 @@ def _amount(value: Any) -> Decimal | None:
     return None if value is None else parse_quantity(value)
 
 
+# Names a quota charges as ``requests.X``, ``X`` and ``limits.X``; every other resource a pod
+# requests (extended resources such as ``nvidia.com/gpu``, hugepages) only as ``requests.X``,
+# the one quota name Kubernetes allows for them.
+OVERCOMMITTABLE = ("cpu", "memory", "ephemeral-storage")
+
+
 def container_quota_requests(resources: Mapping[str, Any] | None) -> dict[str, Decimal]:
-    """Quota charges of one container's ``resources`` (base units: cores, bytes)."""
+    """Quota charges of one container's ``resources`` (base units: cores, bytes, devices)."""
     resources = resources or {}
     requests = resources.get("requests") or {}
     limits = resources.get("limits") or {}
     charges: dict[str, Decimal] = {}
-    for kind in ("cpu", "memory"):
+    for kind in [*dict.fromkeys([*OVERCOMMITTABLE, *requests, *limits])]:
         limit = _amount(limits.get(kind))
         request = _amount(requests.get(kind))
         if request is None:
             request = limit
         if request is not None:
             charges[f"requests.{kind}"] = request
-            charges[kind] = request
-        if limit is not None:
+            if kind in OVERCOMMITTABLE:
+                charges[kind] = request
+        if limit is not None and kind in OVERCOMMITTABLE:
             charges[f"limits.{kind}"] = limit
     return charges
 

@@ -57,6 +57,21 @@ def _create_deployment(api: KubeApi, deployment: dict[str, Any], replicas: int) 
     return api.apply(deployment)
 
 
+def foreign_service_account(api: KubeApi, account: Mapping[str, Any], uid: str) -> str | None:
+    """Why an existing ServiceAccount must not be applied over, or ``None`` when it is ours.
+
+    The controller never adopts a ServiceAccount it did not create: applying would rewrite its
+    annotations (a cloud identity someone else chose) and make the pool's deletion delete it.
+    """
+    meta = account["metadata"]
+    live = api.get("v1", "ServiceAccount", meta["namespace"], meta["name"])
+    if live is None or any(ref.get("uid") == uid
+                           for ref in live["metadata"].get("ownerReferences") or []):
+        return None
+    return (f"ServiceAccount {meta['name']} exists and was not created by this pool: reference "
+            "it with serviceAccount.create: false")
+
+
 def apply_children(api: KubeApi, result: Plan, *,
                    live_deployment: Mapping[str, Any] | None) -> tuple[list[dict], list[Finding]]:
     """Apply every child; permanent failures become findings, transient ones raise."""
@@ -64,6 +79,12 @@ def apply_children(api: KubeApi, result: Plan, *,
     findings: list[Finding] = []
     for child in result.children:
         try:
+            if child["kind"] == "ServiceAccount":
+                assert result.params is not None
+                problem = foreign_service_account(api, child, result.params.uid)
+                if problem:
+                    findings.append(Finding(status.CHILDREN_FAILED, problem))
+                    continue
             if child["kind"] == "Deployment" and live_deployment is None:
                 assert result.params is not None
                 applied.append(_create_deployment(api, child, result.params.scaler_min))

@@ -7,6 +7,10 @@ of silently scaling to zero. ``maxReplicaCount`` is the spec's maximum capped by
 namespace quota can hold (pods beyond it would only fail admission); KEDA's schema wants it ≥ 1,
 so a pool whose spec max is 0 is *paused* at zero replicas with KEDA's annotation instead.
 ``cooldownPeriod`` is never shorter than the warm-shutdown grace period.
+
+Extra triggers from the spec (``spec.triggers``: a cron schedule, a second queue) come after the
+queue trigger; KEDA's HPA then runs the *largest* of the triggers' demands, still within
+``maxReplicaCount``, so no trigger can push a pool past what the quota holds.
 """
 
 from __future__ import annotations
@@ -45,6 +49,6 @@ def build_scaled_object(p: PoolParams) -> dict[str, Any]:
                     "threshold": "1",
                     "ignoreNullValues": "false",
                 },
-            }],
+            }, *p.extra_triggers],
         },
     }

@@ -11,10 +11,13 @@ Context (see :meth:`hyperpool.controller.params.PoolParams.context`): ``pool`` (
 uid), ``name`` (child name), ``namespace``, ``task_type``, ``queue``, ``vhost``, ``image``,
 ``rabbit_hostname``, ``broker_url``, ``redis_url``, ``prometheus_url``, ``min_replicas``,
 ``max_replicas`` (as in the spec), ``scaler_min``/``scaler_max`` (after the quota cap),
-``paused``, ``resources`` (requests/limits), ``termination_grace``, ``cooldown``,
-``polling_interval``, ``fallback_failures``, ``fallback_replicas``, ``labels``, ``selector``,
-``env`` (list of name/value), ``command``, ``record`` (the desired-replicas series),
-``scaler_query``, ``rules`` (the recording rules) and ``default`` (the built-in manifest).
+``paused``, ``resources`` (requests/limits), ``termination_grace``, ``priority_class``,
+``node_selector``, ``tolerations``, ``affinity``, ``service_account`` (name or ``None``),
+``image_pull_secrets`` (list of ``{name}``), ``concurrency``, ``triggers`` (extra KEDA
+triggers), ``cooldown``, ``polling_interval``, ``fallback_failures``, ``fallback_replicas``,
+``labels``, ``selector``, ``env`` (name/value or name/valueFrom entries), ``command``,
+``record`` (the desired-replicas series), ``scaler_query``, ``rules`` (the recording rules) and
+``default`` (the built-in manifest).
 
 Whatever a template says, the controller then enforces what keeps the pool coherent: kind and
 apiVersion, name, namespace, labels, ownerReferences; the Deployment's selector and pod labels

@@ -9,7 +9,13 @@ Why it looks the way it does:
 * rolling updates never surge (``maxSurge: 0``): a pool sized to its quota has no room for extra
   pods, so surge pods would only fail admission;
 * ``spec.replicas`` is passed only when the Deployment is created (see
-  :mod:`hyperpool.controller.reconcile`); afterwards KEDA owns it.
+  :mod:`hyperpool.controller.reconcile`); afterwards KEDA owns it;
+* placement (``nodeSelector``, ``tolerations``, ``affinity``, ``priorityClassName``) and
+  ``imagePullSecrets`` are passed through as written: the API server validates them;
+* the service account token is never mounted: workers do not talk to the Kubernetes API, and
+  workload identity does not need it (IRSA's webhook projects its own token, GKE answers from
+  the metadata server). A pool-created ServiceAccount (:func:`build_service_account`) carries
+  the identity annotations and is owned by the pool, so it goes away with it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 from hyperpool.controller import naming
-from hyperpool.controller.params import METRICS_PORT, PoolParams, worker_command, worker_env
+from hyperpool.controller.environment import METRICS_PORT, worker_command, worker_env
+from hyperpool.controller.params import PoolParams
 
 WORKER_UID = 1000
 
@@ -67,8 +74,31 @@ def build_deployment(p: PoolParams, *, replicas: int | None = None) -> dict[str,
             },
         },
     }
+    pod = spec["template"]["spec"]
     if p.priority_class:
-        spec["template"]["spec"]["priorityClassName"] = p.priority_class
+        pod["priorityClassName"] = p.priority_class
+    if p.service_account:
+        pod["serviceAccountName"] = p.service_account
+    if p.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in p.image_pull_secrets]
+    if p.node_selector:
+        pod["nodeSelector"] = dict(p.node_selector)
+    if p.tolerations:
+        pod["tolerations"] = list(p.tolerations)
+    if p.affinity:
+        pod["affinity"] = dict(p.affinity)
     if replicas is not None:
         spec = {"replicas": replicas, **spec}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": p.metadata(), "spec": spec}
+
+
+def build_service_account(p: PoolParams) -> dict[str, Any] | None:
+    """The pool's own ServiceAccount (``serviceAccount.create``), else ``None``."""
+    if p.service_account_annotations is None or not p.service_account:
+        return None
+    meta = p.metadata()
+    meta["name"] = p.service_account
+    if p.service_account_annotations:
+        meta["annotations"] = dict(p.service_account_annotations)
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta,
+            "automountServiceAccountToken": False}

@@ -1,22 +1,28 @@
 """The kustomize base and the examples: they render, validate and apply on the real API server.
 
 Also the operator's RBAC, checked with `kubectl auth can-i` as its ServiceAccount: it may do
-what reconciling needs and nothing else (no secrets, no pods, no deletes, no cluster writes).
+what reconciling needs and nothing else (no secrets, no pods, no deletes, no cluster writes);
+and that it is *enough*: the real `hyperpool controller`, authenticated by nothing but that
+ServiceAccount's token, reconciles a pool (children, its own ServiceAccount, status).
 """
 
 from __future__ import annotations
 
 import filecmp
 import subprocess
+import uuid
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from hyperpool.controller import naming
+from hyperpool.controller.plan import ControllerConfig, plan
 from tests.conftest import REPO
-from tests.kubernetes.conftest import wait_for
-from tests.unit.test_controller_support import schema_errors
+from tests.kubernetes.conftest import create_in, wait_for
+from tests.kubernetes.identity import can_i_args, run_controller, service_account_kubeconfig
+from tests.unit.test_controller_support import schema_errors, seed_manifest_text
 
 pytestmark = pytest.mark.kubernetes
 KUBECTL = Path.home() / ".cache/hyperpool/k8s-v1.20.2/bin/kubectl"
@@ -59,6 +65,12 @@ def test_examples_validate_against_the_crd():
     assert [p["spec"]["taskType"] for p in pools] == ["mProject", "mDiffFit", "mBackground"]
     for pool in pools:
         assert schema_errors("WorkerPool", pool) == []
+    advanced = yaml.safe_load((REPO / "k8s/examples/workerpool-advanced.yaml").read_text())
+    assert schema_errors("WorkerPool", advanced) == []
+    pool = {**advanced, "metadata": {**advanced["metadata"], "namespace": "ns", "uid": "u"}}
+    result = plan(pool, None, config=ControllerConfig())
+    assert not result.invalid, result.findings
+    assert [c["kind"] for c in result.children][0] == "ServiceAccount"
 
 
 def test_base_applies_and_rbac_is_least_privilege(kubeconfig):
@@ -69,17 +81,59 @@ def test_base_applies_and_rbac_is_least_privilege(kubeconfig):
                ("create", "deployments.apps"),
                ("patch", "deployments.apps"), ("patch", "scaledobjects.keda.sh"),
                ("patch", "prometheusrules.monitoring.coreos.com"), ("list", "resourcequotas"),
-               ("create", "events")]
+               ("create", "events"), ("create", "serviceaccounts"), ("patch", "serviceaccounts"),
+               ("update", f"{WP}/finalizers")]
     denied = [("get", "secrets"), ("list", "secrets"), ("create", "pods"), ("create", "pods/exec"),
+              ("get", "pods/log"), ("patch", "deployments.apps/scale"), ("update", f"{WP}/status"),
               ("delete", "deployments.apps"), ("delete", WP),
               ("update", "resourcequotas"), ("create", "clusterroles.rbac.authorization.k8s.io"),
-              ("delete", "namespaces"), ("patch", "nodes"), ("create", WP)]
+              ("delete", "namespaces"), ("patch", "nodes"), ("create", WP),
+              ("delete", "serviceaccounts"), ("create", "serviceaccounts/token"),
+              ("create", "rolebindings.rbac.authorization.k8s.io"), ("get", "configmaps")]
     for verb, resource in allowed:
-        out = kubectl(kubeconfig, "auth", "can-i", verb, resource, "--as", SA, "-n", "hp-any")
+        out = kubectl(kubeconfig, *can_i_args(verb, resource), "--as", SA, "-n", "hp-any")
         assert out.stdout.strip() == "yes", (verb, resource, out.stdout, out.stderr)
     for verb, resource in denied:
-        out = kubectl(kubeconfig, "auth", "can-i", verb, resource, "--as", SA, "-n", "hp-any")
+        out = kubectl(kubeconfig, *can_i_args(verb, resource), "--as", SA, "-n", "hp-any")
         assert out.stdout.strip() == "no", (verb, resource, out.stdout)
+
+
+def test_base_service_account_alone_reconciles_a_pool(api, crds, kubeconfig, tmp_path):
+    """The real `hyperpool controller`, authenticated only by the base's ServiceAccount token."""
+    docs = [d for d in rendered(kubeconfig) if d["kind"] not in NOT_SERVED]
+    out = kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    assert out.returncode == 0, out.stderr
+    config = service_account_kubeconfig(api, kubeconfig, "hyperpool-system", "hyperpool-operator",
+                                        tmp_path / "operator.kubeconfig")
+    namespace = f"hk-{uuid.uuid4().hex[:8]}"
+    api.request("POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace",
+                                                   "metadata": {"name": namespace}})
+    try:
+        pool = yaml.safe_load(seed_manifest_text())
+        pool["spec"]["serviceAccount"] = {"create": True, "annotations": {
+            "iam.gke.io/gcp-service-account": "montage@project.iam.gserviceaccount.com"}}
+        create_in(api, namespace, pool)
+        log = tmp_path / "controller.log"
+        with run_controller(config, log, "-n", namespace) as proc:
+            def ready():
+                found = api.get(naming.API_VERSION, naming.KIND, namespace, "mproject") or {}
+                return any(c["type"] == "Ready" and c["status"] == "True"
+                           for c in (found.get("status") or {}).get("conditions") or []) \
+                    or proc.poll() is not None
+            wait_for(ready, timeout=60, what="Ready as the operator's ServiceAccount")
+            assert proc.poll() is None, log.read_text()
+        text = log.read_text()
+        assert "Forbidden" not in text, text[-3000:]
+        for version, kind in [("apps/v1", "Deployment"), ("keda.sh/v1alpha1", "ScaledObject"),
+                              ("monitoring.coreos.com/v1", "PrometheusRule"),
+                              ("v1", "ServiceAccount")]:
+            assert api.get(version, kind, namespace, "mproject"), kind
+        account = api.get("v1", "ServiceAccount", namespace, "mproject")
+        assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+        dep = api.get("apps/v1", "Deployment", namespace, "mproject")
+        assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "mproject"
+    finally:
+        api.delete("v1", "Namespace", None, namespace)
 
 
 def test_example_pools_run_under_the_scoped_quota(api, namespace, kubeconfig):
