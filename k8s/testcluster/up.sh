@@ -1,94 +1,181 @@
 #!/usr/bin/env bash
 # Start the test control plane built by build.sh, on 127.0.0.1 only:
 #   etcd (Debian's 3.4) -> kube-apiserver -> kube-controller-manager, kube-scheduler -> one
-#   kubemark hollow node (pods get scheduled and reach Running; no containers run).
-# Usage: up.sh STATE_DIR   (writes STATE_DIR/kubeconfig, *.pid, *.log; down.sh STATE_DIR stops)
-# Takes ~15 s from cached binaries. Never dial the hollow node's kubelet (no logs/exec).
+#   kubemark hollow node "hollow-node-0" (pods get scheduled and reach Running; no containers
+#   run, so never dial its kubelet: no logs/exec/port-forward).
+#
+# Usage: up.sh STATE_DIR        (down.sh STATE_DIR stops it; about 15 s from cached binaries)
+# Writes STATE_DIR/kubeconfig (admin, system:masters), STATE_DIR/env (sourceable: KUBECONFIG,
+# HYPERPOOL_K8S_BIN, HYPERPOOL_K8S_API_URL, ports), STATE_DIR/*.pid, STATE_DIR/*.log.
+# Exits 0 once /readyz is ok, the node is Ready and schedulable, and the default
+# ServiceAccount exists, leaving the processes running. Idempotent: on a STATE_DIR whose
+# cluster is running it just says so; a stopped one is restarted with the same ports and data.
+# Ports are free ones picked in 20000-32767 (below Linux's ephemeral range) unless set:
+# HYPERPOOL_K8S_API_PORT, _ETCD_PORT, _ETCD_PEER_PORT, _CM_PORT, _SCHED_PORT, _KUBELET_PORT,
+# _KUBELET_RO_PORT (each prefixed HYPERPOOL_K8S_).
 set -euo pipefail
 
 STATE="${1:?usage: up.sh STATE_DIR}"
 VERSION=v1.20.2
 CACHE="${HYPERPOOL_K8S_CACHE:-$HOME/.cache/hyperpool/k8s-$VERSION}"
 BIN="$CACHE/bin"
+TIMEOUT="${HYPERPOOL_K8S_UP_TIMEOUT:-120}"  # seconds for each wait below
 for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubemark; do
   [ -x "$BIN/$b" ] || { echo "up.sh: $BIN/$b missing; run k8s/testcluster/build.sh" >&2; exit 1; }
 done
+ETCD_BIN=$(command -v etcd) || { echo "up.sh: etcd missing; run k8s/testcluster/build.sh" >&2; exit 1; }
+BIN="$(cd "$BIN" && pwd -P)"  # pin this build even if build.sh swaps $CACHE/bin later
 mkdir -p "$STATE"
 STATE="$(cd "$STATE" && pwd)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ETCD_PORT=$(free_port); ETCD_PEER=$(free_port); API_PORT=$(free_port)
-CM_PORT=$(free_port); SCHED_PORT=$(free_port); KUBELET_PORT=$(free_port); KUBELET_RO=$(free_port)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler hollow-node)
+KUBECONFIG_FILE="$STATE/kubeconfig"
+KUBECTL=("$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" --request-timeout 5s)
+started=$(date +%s)
+started_iso=$(date -u +%FT%TZ)
 
-# -- certificates: one CA, the API server's serving cert, an admin client (system:masters),
-#    and the service-account signing key pair.
-PKI="$STATE/pki"
-mkdir -p "$PKI"
-if [ ! -f "$PKI/admin.crt" ]; then
-  (
-    cd "$PKI"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 365 \
-      -subj "/CN=hyperpool-test-ca" 2>/dev/null
-    cat > san.cnf <<CNF
-[req]
-distinguished_name = dn
-[dn]
-[ext]
-subjectAltName = IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc
-extendedKeyUsage = serverAuth
-CNF
-    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr \
-      -subj "/CN=kube-apiserver" 2>/dev/null
-    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 \
-      -extfile san.cnf -extensions ext -out apiserver.crt 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr \
-      -subj "/O=system:masters/CN=admin" 2>/dev/null
-    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 \
-      -out admin.crt 2>/dev/null
-    openssl genrsa -out sa.key 2048 2>/dev/null
-    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-  )
+alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+running=0
+for c in "${COMPONENTS[@]}"; do alive "$c" && running=$((running + 1)); done
+if [ "$running" = "${#COMPONENTS[@]}" ] && "${KUBECTL[@]}" get --raw /readyz >/dev/null 2>&1; then
+  echo "up.sh: already running; KUBECONFIG=$KUBECONFIG_FILE"
+  exit 0
+elif [ "$running" != 0 ]; then
+  echo "up.sh: $STATE has a partly running cluster; stopping it first"
+  bash "$(dirname "$0")/down.sh" "$STATE"
 fi
 
-KUBECONFIG_FILE="$STATE/kubeconfig"
-"$BIN/kubectl" config set-cluster test --server="https://127.0.0.1:$API_PORT" \
+# --- ports: reuse the STATE_DIR's (etcd's data remembers its peer URL), else pick free ones --
+if [ -f "$STATE/ports.env" ]; then
+  # shellcheck disable=SC1091
+  . "$STATE/ports.env"
+else
+  read -r P1 P2 P3 P4 P5 P6 P7 < <(python3 - <<'PY'
+import random, socket
+ports = []
+while len(ports) < 7:
+    p = random.randrange(20000, 32768)
+    if p in ports:
+        continue
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go's listeners do
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    ports.append(p)
+print(*ports)
+PY
+)
+  ETCD_PORT=${HYPERPOOL_K8S_ETCD_PORT:-$P1}; ETCD_PEER_PORT=${HYPERPOOL_K8S_ETCD_PEER_PORT:-$P2}
+  API_PORT=${HYPERPOOL_K8S_API_PORT:-$P3}; CM_PORT=${HYPERPOOL_K8S_CM_PORT:-$P4}
+  SCHED_PORT=${HYPERPOOL_K8S_SCHED_PORT:-$P5}; KUBELET_PORT=${HYPERPOOL_K8S_KUBELET_PORT:-$P6}
+  KUBELET_RO_PORT=${HYPERPOOL_K8S_KUBELET_RO_PORT:-$P7}
+  cat > "$STATE/ports.env" <<EOF
+ETCD_PORT=$ETCD_PORT
+ETCD_PEER_PORT=$ETCD_PEER_PORT
+API_PORT=$API_PORT
+CM_PORT=$CM_PORT
+SCHED_PORT=$SCHED_PORT
+KUBELET_PORT=$KUBELET_PORT
+KUBELET_RO_PORT=$KUBELET_RO_PORT
+EOF
+fi
+for p in $ETCD_PORT $ETCD_PEER_PORT $API_PORT $CM_PORT $SCHED_PORT $KUBELET_PORT $KUBELET_RO_PORT; do
+  python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$p" \
+    2>/dev/null || { echo "up.sh: port $p on 127.0.0.1 is taken (see $STATE/ports.env)" >&2; exit 1; }
+done
+
+# --- certificates: one CA, the API server's serving cert, an admin client (system:masters),
+#     and the service-account signing key pair. Kept across restarts of the STATE_DIR.
+PKI="$STATE/pki"
+if [ ! -f "$PKI/.complete" ]; then
+  rm -rf "$PKI" && mkdir -p "$PKI"
+  (
+    cd "$PKI"
+    ossl() { openssl "$@" 2>/dev/null; }
+    ossl req -x509 -newkey rsa:2048 -nodes -sha256 -keyout ca.key -out ca.crt -days 3650 \
+      -subj "/CN=hyperpool-test-ca"
+    cat > ext.cnf <<'CNF'
+[server]
+basicConstraints = CA:FALSE
+keyUsage = digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+[client]
+basicConstraints = CA:FALSE
+keyUsage = digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+CNF
+    ossl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver"
+    ossl x509 -req -sha256 -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -days 3650 -extfile ext.cnf -extensions server -out apiserver.crt
+    ossl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=admin"
+    ossl x509 -req -sha256 -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -days 3650 -extfile ext.cnf -extensions client -out admin.crt
+    ossl genrsa -out sa.key 2048
+    ossl rsa -in sa.key -pubout -out sa.pub
+    chmod 600 ./*.key
+  ) || { echo "up.sh: openssl failed making $PKI" >&2; exit 1; }
+  touch "$PKI/.complete"
+fi
+
+API_URL="https://127.0.0.1:$API_PORT"
+rm -f "$KUBECONFIG_FILE"
+"$BIN/kubectl" config set-cluster hyperpool-test --server="$API_URL" \
   --certificate-authority="$PKI/ca.crt" --embed-certs --kubeconfig="$KUBECONFIG_FILE" >/dev/null
 "$BIN/kubectl" config set-credentials admin --client-certificate="$PKI/admin.crt" \
   --client-key="$PKI/admin.key" --embed-certs --kubeconfig="$KUBECONFIG_FILE" >/dev/null
-"$BIN/kubectl" config set-context test --cluster=test --user=admin \
-  --kubeconfig="$KUBECONFIG_FILE" >/dev/null
-"$BIN/kubectl" config use-context test --kubeconfig="$KUBECONFIG_FILE" >/dev/null
+"$BIN/kubectl" config set-context hyperpool-test --cluster=hyperpool-test --user=admin \
+  --namespace=default --kubeconfig="$KUBECONFIG_FILE" >/dev/null
+"$BIN/kubectl" config use-context hyperpool-test --kubeconfig="$KUBECONFIG_FILE" >/dev/null
+chmod 600 "$KUBECONFIG_FILE"
+cat > "$STATE/env" <<EOF
+export KUBECONFIG=$KUBECONFIG_FILE
+export HYPERPOOL_K8S_BIN=$BIN
+export HYPERPOOL_K8S_API_URL=$API_URL
+export HYPERPOOL_K8S_STATE=$STATE
+EOF
+sed 's/^/export HYPERPOOL_K8S_/' "$STATE/ports.env" >> "$STATE/env"
 
-start() {  # start NAME CMD...
+# --- processes --------------------------------------------------------------------------------
+start() {  # start NAME CMD... : in the background, detached from our stdin/stdout
   local name=$1; shift
-  "$@" >"$STATE/$name.log" 2>&1 &
+  echo "=== $(date -u +%FT%TZ) up.sh: $*" >>"$STATE/$name.log"
+  "$@" </dev/null >>"$STATE/$name.log" 2>&1 &
   echo $! >"$STATE/$name.pid"
 }
 fail() {
-  echo "up.sh: $1; last lines of $STATE/$2.log:" >&2
-  tail -20 "$STATE/$2.log" >&2 || true
+  echo "up.sh: FAILED: $1 ($(( $(date +%s) - started ))s); last lines of $STATE/$2.log:" >&2
+  tail -25 "$STATE/$2.log" >&2 || true
+  echo "up.sh: stopping what was started (logs stay in $STATE)" >&2
+  bash "$(dirname "$0")/down.sh" "$STATE" >&2 || true
   exit 1
 }
-wait_for() {  # wait_for SECONDS LOGNAME CMD...
-  local limit=$1 log=$2; shift 2
-  for _ in $(seq 1 $((limit * 5))); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    kill -0 "$(cat "$STATE/$log.pid")" 2>/dev/null || fail "$log exited" "$log"
+wait_for() {  # wait_for WHAT LOGNAME CMD... : until CMD succeeds; fail if the process dies
+  local what=$1 log=$2 deadline=$(( $(date +%s) + TIMEOUT )); shift 2
+  until "$@" >/dev/null 2>&1; do
+    alive "$log" || { sleep 0.5; fail "$log exited while waiting for $what" "$log"; }
+    [ "$(date +%s)" -lt "$deadline" ] || fail "$what not reached after ${TIMEOUT}s" "$log"
     sleep 0.2
   done
-  fail "$log not ready after ${limit}s" "$log"
+  echo "up.sh: [$(( $(date +%s) - started ))s] $what"
 }
 
-start etcd etcd --name test --data-dir "$STATE/etcd" \
+start etcd "$ETCD_BIN" --name hyperpool-test --data-dir "$STATE/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
   --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
-  --initial-cluster "test=http://127.0.0.1:$ETCD_PEER" --listen-metrics-urls "" \
-  --quota-backend-bytes 2147483648
-wait_for 30 etcd curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster "hyperpool-test=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --listen-metrics-urls "" --quota-backend-bytes 2147483648 --logger zap --log-outputs stderr
+wait_for "etcd healthy" etcd curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health"
 
-# --endpoint-reconciler-type=none: the "kubernetes" Service endpoint would be 127.0.0.1,
-# which the reconciler rejects (loopback). --insecure-port=0: 1.20 still opens :8080 otherwise.
+# Flags, see README.md: loopback only; no insecure port; "kubernetes" Service endpoints are
+# not reconciled (the reconciler refuses a loopback advertise address); service-account
+# tokens signed with our key pair (issuer required by 1.20's TokenRequest); the admission
+# plugins the controller's tests rely on, spelled out (all are 1.20 defaults).
 start kube-apiserver "$BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
@@ -98,30 +185,46 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
   --service-account-issuer https://kubernetes.default.svc \
   --authorization-mode Node,RBAC --service-cluster-ip-range 10.96.0.0/16 \
+  --enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultTolerationSeconds,Priority,ResourceQuota,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
   --allow-privileged=true --profiling=false --event-ttl 30m
-wait_for 90 kube-apiserver "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" get --raw /readyz
+wait_for "kube-apiserver /readyz ok" kube-apiserver "${KUBECTL[@]}" get --raw /readyz
 
+# All controllers a Deployment/quota/GC test needs; the cloud, IPAM, volume and TTL ones
+# have nothing to do on a hollow node and only log errors.
 start kube-controller-manager "$BIN/kube-controller-manager" \
   --kubeconfig "$KUBECONFIG_FILE" --bind-address 127.0.0.1 --secure-port "$CM_PORT" --port 0 \
   --leader-elect=false --service-account-private-key-file "$PKI/sa.key" \
   --root-ca-file "$PKI/ca.crt" --cluster-signing-cert-file "$PKI/ca.crt" \
   --cluster-signing-key-file "$PKI/ca.key" --use-service-account-credentials=true \
   --controllers '*,-nodeipam,-route,-service,-cloud-node-lifecycle,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-pvc-protection,-pv-protection,-ttl' \
-  --concurrent-gc-syncs 5 --profiling=false
+  --profiling=false
 start kube-scheduler "$BIN/kube-scheduler" \
   --kubeconfig "$KUBECONFIG_FILE" --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" \
   --port 0 --leader-elect=false --profiling=false
-start hollow-node "$BIN/kubemark" --morph kubelet --name hollow-node-0 \
-  --kubeconfig "$KUBECONFIG_FILE" --kubelet-port "$KUBELET_PORT" \
-  --kubelet-read-only-port "$KUBELET_RO" --kube-api-content-type application/json
+# The hollow kubelet makes its root dir with ioutil.TempDir and binds unix sockets in it, whose
+# paths may not exceed 107 bytes (a pytest STATE_DIR is longer: "bind: invalid argument"). So
+# it gets a short dir of its own under /tmp, recorded in STATE_DIR; down.sh removes it.
+NODE_TMP=$(mktemp -d /tmp/hp-node.XXXXXX)
+echo "$NODE_TMP" > "$STATE/hollow-node-tmp.path"
+TMPDIR="$NODE_TMP" start hollow-node "$BIN/kubemark" --morph kubelet \
+  --name hollow-node-0 --kubeconfig "$KUBECONFIG_FILE" --kubelet-port "$KUBELET_PORT" \
+  --kubelet-read-only-port "$KUBELET_RO_PORT" --kube-api-content-type application/json \
+  --node-labels hyperpool.test/hollow=true
 
-node_ready() {
-  "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" get node hollow-node-0 \
-    -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' | grep -qx True
+wait_for "kube-scheduler healthy" kube-scheduler \
+  curl -kfsS --max-time 2 "https://127.0.0.1:$SCHED_PORT/healthz"
+wait_for "kube-controller-manager healthy" kube-controller-manager \
+  curl -kfsS --max-time 2 "https://127.0.0.1:$CM_PORT/healthz"
+node_ready() {  # Ready, the node lifecycle controller has lifted the not-ready taint, and
+  # this run's kubelet has renewed its Lease (a restarted STATE_DIR keeps the old Ready status)
+  local state renew
+  state=$("${KUBECTL[@]}" get node hollow-node-0 -o \
+    'jsonpath={.status.conditions[?(@.type=="Ready")].status}/{.spec.taints}') || return 1
+  renew=$("${KUBECTL[@]}" -n kube-node-lease get lease hollow-node-0 \
+    -o 'jsonpath={.spec.renewTime}') || return 1
+  [ "$state" = True/ ] && [[ ! "${renew:0:19}" < "${started_iso:0:19}" ]]
 }
-wait_for 90 hollow-node node_ready
-sa_ready() {
-  "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" -n default get serviceaccount default
-}
-wait_for 60 kube-controller-manager sa_ready
-echo "up.sh: control plane ready; KUBECONFIG=$KUBECONFIG_FILE"
+wait_for "node hollow-node-0 Ready and untainted" hollow-node node_ready
+wait_for "ServiceAccount default/default exists" kube-controller-manager \
+  "${KUBECTL[@]}" -n default get serviceaccount default
+echo "up.sh: control plane ready in $(( $(date +%s) - started ))s; export KUBECONFIG=$KUBECONFIG_FILE (or: . $STATE/env)"
