@@ -1,9 +1,9 @@
 """Prometheus metric definitions, in one place so dashboards and code cannot drift.
 
-Executor pools run Celery's prefork children, so their metrics use prometheus-client's
-multiprocess mode: :func:`serve` must run before anything imports this module in a process
-that forks — ``hyperpool worker`` sets ``PROMETHEUS_MULTIPROC_DIR`` before importing anything —
-and ``/metrics`` aggregates every child.
+The local supervisor serves one ``/metrics`` for itself and every worker process it starts, so
+pool metrics use prometheus-client's multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` must be
+set before anything imports this module — ``hyperpool worker`` sets it before importing
+anything — and ``/metrics`` aggregates every process writing there.
 Names follow Prometheus conventions (base units, ``_total`` counters); the tests check them
 with ``promtool check metrics`` and check the dashboards against :data:`EXPORTED`.
 """
@@ -76,7 +76,7 @@ EXPORTED = {
 
 
 def mark_process_dead(pid: int) -> None:
-    """Drop a dead prefork child's live gauges (its counters stay summed)."""
+    """Drop an exited worker process's live gauges (its counters stay summed)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

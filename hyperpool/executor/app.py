@@ -5,8 +5,9 @@ Safety settings (why each):
 * ``task_acks_late`` + ``worker_prefetch_multiplier=1``: a message is acknowledged only after
   its task finished, and a worker holds at most one unstarted message per process, so a dead
   worker loses nothing and does not hoard work that idle workers could take.
-* ``task_reject_on_worker_lost``: a prefork child killed mid-task (OOM, SIGKILL) requeues its
-  message instead of acknowledging it.
+* ``task_reject_on_worker_lost``: a task whose worker is lost mid-task is requeued, not
+  acknowledged (with the threads pool a lost worker is the whole process, OOM or SIGKILL:
+  its connection closes and the broker requeues every message it held).
 * ``task_acks_on_failure_or_timeout=False``: an unexpected exception in our task code rejects
   the message without requeue, so it is dead-lettered (kept in ``<queue>.dead``) rather than
   acknowledged and lost.

@@ -9,12 +9,14 @@ failed result with a clear error (exit code 127, like a shell).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -24,8 +26,23 @@ LOG_DIR = "logs-hf"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]+")
 
 
+_HOST = socket.gethostname()
+_slot = threading.local()
+_slots = itertools.count(1)
+
+
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid`` of this process, plus ``/slot`` on a pool's slot thread.
+
+    A pool runs its slots as threads of one process; the slot number keeps them apart in
+    results and the timeline (one lane per slot, as a prefork child had).
+    """
+    if threading.current_thread() is threading.main_thread():
+        return f"{_HOST}:{os.getpid()}"
+    number = getattr(_slot, "number", None)
+    if number is None:
+        number = _slot.number = next(_slots)
+    return f"{_HOST}:{os.getpid()}/{number}"
 
 
 def _log_stem(message: TaskMessage, attempt: int) -> str:

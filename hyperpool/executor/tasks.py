@@ -32,7 +32,8 @@ _redis: tuple[int, redis.Redis] | None = None
 
 
 def _client(settings: Settings) -> redis.Redis:
-    """One Redis client per process (prefork children must not share their parent's socket)."""
+    """One Redis client per process, shared by its slot threads (redis-py's connection pool
+    is thread-safe); a forked process makes its own rather than share its parent's sockets."""
     global _redis
     if _redis is None or _redis[0] != os.getpid():
         _redis = (os.getpid(), redis_client(settings))

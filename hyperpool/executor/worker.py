@@ -4,10 +4,23 @@ The Celery worker runs *in this process* (``worker_main``), not as a child, so S
 Kubernetes, KEDA or the local supervisor reaches the Celery main process and triggers its warm
 shutdown: the running task finishes, then the worker exits.
 
-The pool is always prefork, even for concurrency 1. The ``solo`` pool would save a process,
-but with quorum queues on Celery 5.7 it stalls for ~10 s after the first task when messages
-are already waiting at start-up (measured here: tasks 3..6 of a pre-filled queue finished
-10.4 s after start with solo, 0.58 s with prefork) — exactly the scale-from-zero case.
+The pool is Celery's ``threads`` pool: one process, one thread per slot. Every task's real
+work is a child process (the runner's command) or a stub sleep, so a slot only waits; a
+prefork child per slot cost ~50 MiB each and a pickle round trip through a pipe per task for
+nothing. Acknowledgements from the slot threads go through kombu's hub (``call_soon`` wakes
+the event loop from another thread since kombu 5.7, celery#6941), so ``acks_late`` stays
+prompt and the AMQP channel is only ever written by the loop thread. ``solo`` is no option:
+with quorum queues it stalls for ~10 s after the first task when messages are already waiting
+at start-up (tasks 3..6 of a pre-filled queue finished 10.4 s after start with solo) —
+exactly the scale-from-zero case.
+
+The one thing prefork did better: a task that kills the *worker process* itself (not its own
+command; e.g. ``kill -9 $PPID``) now takes the pool's other in-flight tasks with it. They are
+not lost — the broker redelivers every unacknowledged message of the closed connection — but
+each such delivery counts towards the queue's ``x-delivery-limit``, so an innocent task
+sharing a process with a poison message can be parked with it; the engine's ``--attempts``
+publishes a fresh attempt. A memory-hungry command is killed by the OOM killer on its own
+(it, not the worker, is the biggest process in the container).
 """
 
 from __future__ import annotations
@@ -23,18 +36,19 @@ from hyperpool.settings import Settings
 
 def worker_argv(queue: str, concurrency: int, loglevel: str, node: str) -> list[str]:
     return [
-        "worker", "-Q", queue, "-c", str(concurrency), "-P", "prefork", "-n", node,
+        "worker", "-Q", queue, "-c", str(concurrency), "-P", "threads", "-n", node,
         "--without-mingle", "--without-gossip", "--without-heartbeat",
         "--loglevel", loglevel,
     ]
 
 
 def enable_multiprocess_metrics() -> None:
-    """Point prometheus-client at a per-worker directory *before* it is first imported.
+    """Point prometheus-client at a multiprocess directory *before* it is first imported.
 
-    prometheus-client picks its value storage at import time; prefork children then write
-    their samples to files there and the main process's ``/metrics`` sums them. A directory
-    given in the environment (the local supervisor shares one across its workers) is kept.
+    prometheus-client picks its value storage at import time. The local supervisor calls this
+    and its workers inherit the directory, so one ``/metrics`` sums them all; a directory
+    already given in the environment is kept. A worker on its own is one process and keeps
+    its metrics in memory.
     """
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hyperpool-metrics-")
@@ -43,8 +57,6 @@ def enable_multiprocess_metrics() -> None:
 def run_worker(settings: Settings, queue: str, *, concurrency: int = 1,
                loglevel: str = "INFO", metrics_port: int | None = None) -> None:
     """Block running a pool worker on ``queue`` until warm shutdown."""
-    if metrics_port is not None or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        enable_multiprocess_metrics()
     check_broker(settings)
     check_redis(settings)
     with broker_connection(settings) as conn:
@@ -66,10 +78,6 @@ def run_worker(settings: Settings, queue: str, *, concurrency: int = 1,
         hub = getattr(getattr(sender, "controller", None), "hub", None)
         if hub is not None:
             hub.call_repeatedly(0.5, lambda: None)
-
-    @signals.worker_process_shutdown.connect(weak=False)
-    def _child_gone(pid: int | None = None, **_: object) -> None:
-        metrics.mark_process_dead(pid or os.getpid())
 
     if metrics_port is not None:
         metrics.serve(metrics_port)

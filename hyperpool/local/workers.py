@@ -177,10 +177,11 @@ def _children(pid: int) -> list[int]:
 
 
 def refresh_busy(workers: list[WorkerProcess]) -> None:
-    """Mark each worker busy when its pool child runs a task process."""
+    """Mark each worker busy when it runs a task's command (its slot threads start them as
+    children of the worker process; an in-process ``--stub-sleep`` task is not seen here, the
+    queue's unacknowledged count covers it)."""
     for worker in workers:
         if worker.poll() is not None:
             worker.busy = False
             continue
-        # Main process -> prefork child -> the task's command (only while busy).
-        worker.busy = any(_children(child) for child in _children(worker.pid))
+        worker.busy = bool(_children(worker.pid))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -91,16 +90,18 @@ def test_sigkill_mid_task_is_redelivered_to_another_worker(pool_run, start_worke
     assert (tmp_path / "attempts.txt").read_text().count("start") == 2
 
 
-def test_prefork_child_killed_is_requeued(pool_run, start_worker, tmp_path):
+def test_slots_are_threads_of_the_worker_process(pool_run, start_worker, tmp_path):
+    """-c 2: two commands at once, both children of the one worker process (no prefork
+    children), told apart as two slots in their results."""
     worker = start_worker(pool_run.queue, concurrency=2)
-    pool_run.send("c", executable="sh", args=["-c", "echo $PPID >> pids.txt; sleep 1"])
-    wait_for(lambda: (tmp_path / "pids.txt").exists(), what="task start")
-    child = int((tmp_path / "pids.txt").read_text().split()[0])
-    assert child != worker.proc.pid
-    os.kill(child, signal.SIGKILL)
-    (result,) = pool_run.wait("c", timeout=30)
-    assert result.exit_code == 0
-    assert len((tmp_path / "pids.txt").read_text().split()) == 2
+    for name in ("a", "b"):
+        pool_run.send(name, executable="sh", args=["-c", "echo $PPID >> pids.txt; sleep 1"])
+    a, b = pool_run.wait("a", timeout=30)[0], pool_run.wait("b", timeout=30)[0]
+    assert a.exit_code == 0 and b.exit_code == 0
+    assert [int(p) for p in (tmp_path / "pids.txt").read_text().split()] == [worker.proc.pid] * 2
+    assert a.started < b.finished and b.started < a.finished, "ran at the same time"
+    assert a.worker != b.worker and {a.worker, b.worker} == {
+        f"{a.worker.split('/')[0]}/{n}" for n in (1, 2)}
 
 
 def test_sigterm_lets_the_running_task_finish(pool_run, start_worker, tmp_path):
@@ -152,20 +153,34 @@ def test_unreachable_service_is_one_clear_line(tmp_path, namespace, variable, ur
 
 def test_poison_message_is_reported_and_dead_lettered(settings, redis_client, namespace,
                                                       start_worker, tmp_path):
-    """A task that kills its worker process on every delivery must not block the queue."""
+    """A task that kills its worker process on every delivery must not block the queue.
+
+    The worker is restarted whenever it dies, as the local supervisor or a Deployment would.
+    One slot (prefetch 1): "fine" waits in the queue, so only the poison's deliveries count.
+    A slot thread shares its process with the pool's other slots, so their in-flight tasks
+    are redelivered too when a task kills the process itself (see executor/worker.py).
+    """
     env = {"HYPERPOOL_DELIVERY_LIMIT": "3"}
     run = Run(settings.__class__(**{**settings.__dict__, "delivery_limit": 3}), redis_client,
               f"{namespace}.poison")
-    worker = start_worker(run.queue, concurrency=2, **env)
+    workers = [start_worker(run.queue, **env)]
     run.send("poison", executable="sh", args=["-c", "echo x >> deliveries; kill -9 $PPID"])
     run.send("fine", executable="true")
-    poison, fine = run.wait("poison", "fine", timeout=60)
+    deadline = time.monotonic() + 90
+    while not {"poison", "fine"} <= set(run.results):
+        assert time.monotonic() < deadline, f"results so far: {set(run.results)}"
+        if workers[-1].proc.poll() is not None:
+            workers.append(start_worker(run.queue, wait=False, **env))  # may die at once
+        for result in run.reader.read(block_ms=200):
+            run.results.setdefault(result.task_id, result)
+    poison, fine = run.results["poison"], run.results["fine"]
     assert fine.ok
     assert "poison message: delivered 3 times" in poison.error
     assert (tmp_path / "deliveries").read_text().count("x") == 2
+    assert len(workers) == 3, "two deliveries killed their worker, the third was parked"
     dead = dead_letter_queue_name(run.queue)
     wait_for(lambda: (queue_info(dead) or {}).get("messages") == 1, what="dead-lettered poison")
-    assert "poison" in worker.text() and "dead-letter" in worker.text()
+    assert "poison" in workers[-1].text() and "dead-letter" in workers[-1].text()
     run.close()
 
 

@@ -102,7 +102,7 @@ def test_pools_up_scales_shows_status_and_drains_on_sigterm(
     queue = f"{namespace}.sleepy"
     try:
         wait_for(lambda: supervisor_of(redis_client, queue), timeout=20, what="supervisor state")
-        stream.send(queue, "slow", executable="sleep", args=["2"])
+        stream.send(queue, "slow", executable="sleep", args=["6"])  # outlasts the checks below
         state, row = wait_for(lambda: (found := supervisor_of(redis_client, queue))
                               and found[1]["busy"] == 1 and found, timeout=15,
                               what="a busy worker")
@@ -128,7 +128,7 @@ def test_pools_up_scales_shows_status_and_drains_on_sigterm(
 
         proc.send_signal(signal.SIGTERM)  # drain: the running task finishes first
         result = stream.wait("slow", timeout=20)
-        assert result.exit_code == 0 and result.finished - result.started >= 1.9
+        assert result.exit_code == 0 and result.finished - result.started >= 5.9
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
