@@ -56,6 +56,7 @@ class Settings:
     management_url: str = "http://127.0.0.1:15672"
     management_user: str = "guest"
     management_password: str = "guest"
+    rabbitmq_metrics_url: str = "http://127.0.0.1:15692"
     connect_timeout: float = 5.0
     delivery_limit: int = 5
     metrics_port: int | None = None
@@ -88,6 +89,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         management_url=env.get("HYPERPOOL_MANAGEMENT_URL", mgmt_default),
         management_user=env.get("HYPERPOOL_MANAGEMENT_USER", parts.username or "guest"),
         management_password=env.get("HYPERPOOL_MANAGEMENT_PASSWORD", parts.password or "guest"),
+        rabbitmq_metrics_url=env.get("HYPERPOOL_RABBITMQ_METRICS_URL",
+                                     f"http://{parts.hostname or '127.0.0.1'}:15692"),
         connect_timeout=float(env.get("HYPERPOOL_CONNECT_TIMEOUT", "5")),
         delivery_limit=int(env.get("HYPERPOOL_DELIVERY_LIMIT", "5")),
         metrics_port=int(metrics_port) if metrics_port else None,

@@ -1,4 +1,4 @@
-"""Queue depth for scaling: ready messages now, unacknowledged ones from the management API.
+"""Queue depth for scaling: ready messages now, unacknowledged ones from RabbitMQ's metrics.
 
 The scaling signal is ready + unacknowledged messages (busy workers hold unacknowledged ones, so
 ready alone would shrink a pool that is fully busy). The management API reports both, but as
@@ -8,8 +8,10 @@ second cannot wait for that, so the probe combines two sources:
 
 * **ready** and **consumers** from a passive ``queue.declare`` on one AMQP channel: the
   queue's own count at this instant, ~0.1 ms per queue;
-* **unacknowledged** from one ``GET /api/queues`` for all pools, at most once a second (it only
-  changes as fast as tasks start and finish, and it is only needed to keep busy pools alive).
+* **unacknowledged** twice a second from one request for all pools: RabbitMQ's Prometheus
+  endpoint (fresh within 0.5 s, see :mod:`hyperpool.local.queue_metrics`), or the management
+  API where that endpoint is not enabled or does not list a pool's queue (a scale-to-zero
+  then comes up to 5 s after the cooldown).
 
 The probe also declares every pool's queue up front (same arguments as publisher and workers),
 so a passive declare never meets a missing queue and publishers can find it.
@@ -26,12 +28,14 @@ from kombu import Connection
 
 from hyperpool.errors import HyperpoolError
 from hyperpool.executor.queues import declare_pool_queues
-from hyperpool.local.management import ManagementApi, QueueDepth, QueueStats
+from hyperpool.local.management import ManagementApi, QueueDepth
+from hyperpool.local.queue_metrics import QueueMetrics
 from hyperpool.services import broker_connection, check_broker
 from hyperpool.settings import Settings, mask_url
 
 log = logging.getLogger("hyperpool.local")
-MANAGEMENT_EVERY = 1.0
+MANAGEMENT_EVERY = 0.5
+METRICS_RETRY_SECONDS = 30.0
 
 
 
@@ -43,10 +47,12 @@ class QueueProbe:
         self.settings = settings
         self.queues = list(queues)
         self.management = ManagementApi(settings, timeout=min(settings.connect_timeout, 2.0))
+        self.metrics = QueueMetrics(settings, timeout=min(settings.connect_timeout, 2.0))
+        self._metrics_retry_at = float("-inf")
         self.management_every = management_every
         self._conn: Connection | None = None
         self._channel = None
-        self._stats: dict[str, QueueStats] = {}
+        self._unacked: dict[str, int] = {}
         self._stats_at = float("-inf")
         self._warned: set[str] = set()
 
@@ -91,11 +97,22 @@ class QueueProbe:
         if now - self._stats_at < self.management_every:
             return
         self._stats_at = now
+        if now >= self._metrics_retry_at:
+            try:
+                unacked = self.metrics.unacked()
+                if all(q in unacked for q in self.queues):
+                    self._unacked = unacked
+                    return
+            except HyperpoolError as exc:
+                self._warn("metrics", "%s; reading the management API instead (its counts "
+                           "lag up to 5 s, so pools reach zero later)", exc)
+                # Not enabled or unreachable: do not pay a failed request on every tick.
+                self._metrics_retry_at = now + METRICS_RETRY_SECONDS
         try:
-            self._stats = self.management.queues()
+            self._unacked = {name: q.unacked for name, q in self.management.queues().items()}
             self._warned.discard("management")
         except HyperpoolError as exc:
-            self._stats = {}
+            self._unacked = {}
             self._warn("management", "%s; unacknowledged messages are not counted (busy "
                        "workers may be asked to stop early; they still finish their task)", exc)
 
@@ -114,8 +131,7 @@ class QueueProbe:
                 result[queue] = None
                 continue
             ready_now, consumers = ready[queue]
-            stats = self._stats.get(queue)
-            result[queue] = QueueDepth(ready=ready_now, unacked=stats.unacked if stats else 0,
+            result[queue] = QueueDepth(ready=ready_now, unacked=self._unacked.get(queue, 0),
                                        consumers=consumers)
         return result
 

@@ -172,8 +172,12 @@ def test_rabbitmq_has_the_plugins_and_prometheus_scrapes_broker_pools_and_engine
     plugins = configs["rabbitmq-plugins"]["content"]
     assert "rabbitmq_management" in plugins and "rabbitmq_prometheus" in plugins
     assert {c["source"] for c in SERVICES["rabbitmq"]["configs"]} == {
-        "rabbitmq-plugins", "rabbitmq-conf"}
+        "rabbitmq-plugins", "rabbitmq-conf", "rabbitmq-advanced"}
+    # Quorum queues tick every 500 ms: the pools' unacknowledged counts are that fresh.
+    assert "{quorum_tick_interval, 500}" in configs["rabbitmq-advanced"]["content"]
     scrape = yaml.safe_load(configs["prometheus-config"]["content"])
+    rabbit = next(j for j in scrape["scrape_configs"] if j["job_name"] == "rabbitmq")
+    assert rabbit["metrics_path"] == "/metrics/per-object", "per-queue series for the dashboard"
     targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"]
                for t in c["targets"]}
     pools_port = effective_argv("pools")[effective_argv("pools").index("--metrics-port") + 1]
@@ -187,6 +191,7 @@ def test_compose_environment_is_what_settings_read():
     assert settings.broker_url == "amqp://guest:guest@rabbitmq:5672//"
     assert settings.redis_url == "redis://redis:6379/0"
     assert settings.management_url == "http://rabbitmq:15672"
+    assert settings.rabbitmq_metrics_url == "http://rabbitmq:15692"
     assert settings.work_dir == "/work"
     for name in our_services():
         assert SERVICES[name]["environment"] == env

@@ -186,3 +186,15 @@ def test_cli_validate_shows_pools_and_how_many_fit(tmp_path):
     row = next(line for line in proc.stdout.splitlines() if "mproject" in line)
     cells = [c.strip() for c in row.strip("│ ").split("│")]
     assert cells[:7] == ["mproject", "mProject", "demo.mProject", "0", "50", "500m/256Mi", "3"]
+
+
+def test_local_runtime_imports_leave_prometheus_client_unloaded():
+    """The supervisor sets PROMETHEUS_MULTIPROC_DIR before prometheus-client's first import
+    (it picks its value storage then); importing the local runtime must not import it early,
+    or the supervisor's pool gauges vanish from the shared /metrics."""
+    code = ("import sys, hyperpool.local.supervisor, hyperpool.local.probe, "
+            "hyperpool.local.queue_metrics, hyperpool.local.cli; "
+            "print('prometheus_client' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"
