@@ -163,7 +163,8 @@ class Engine:
             # Every pool task that became ready goes out in one batch: one wait for the
             # broker's confirms instead of one round trip per task.
             assert self.publisher is not None
-            self.publisher.publish_many(self._outbox, reply_to=self.stream, run_id=self.run_id)
+            self.publisher.publish_many(self._outbox, reply_to=self.stream, run_id=self.run_id,
+                                        fresh=not self._resumed)
             self._outbox.clear()
         self._start_jobs()
 
@@ -235,6 +236,9 @@ class Engine:
         still queued then exists twice, and the executor skips whichever comes second once
         the task is in the run's done-set). Returns (tasks already done, jobs adopted).
         """
+        # From now on a message may exist twice (one still queued from the interrupted run):
+        # executors must check the done-set for every message this engine publishes.
+        self._resumed = True
         self.client.delete(cancel_key(self.run_id))
         while True:
             events = self.reader.read(block_ms=None, count=5000)
@@ -261,6 +265,7 @@ class Engine:
 
     # -- the loop -------------------------------------------------------------------------
     _stopping = False
+    _resumed = False
 
     def _block_ms(self) -> int:
         if not self._retry_at:

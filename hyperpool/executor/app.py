@@ -42,6 +42,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_enable_remote_control=False,
+        # No task has a rate limit: skip Celery's per-message token-bucket lookup.
+        worker_disable_rate_limits=True,
         worker_send_task_events=False,
         worker_detect_quorum_queues=True,
         worker_consumer="hyperpool.executor.consumer:PoolConsumer",

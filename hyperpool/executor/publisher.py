@@ -88,9 +88,15 @@ class Publisher:
         self.publish_many([(queue, message, attempt)], reply_to=reply_to, run_id=run_id)
 
     def publish_many(self, items: Iterable[Item], *, reply_to: str,
-                     run_id: str | None = None) -> None:
-        """Publish (queue, message, attempt) items; return once the broker confirmed all."""
-        encoded = [self._encode(queue, message, attempt, reply_to, run_id)
+                     run_id: str | None = None, fresh: bool = False) -> None:
+        """Publish (queue, message, attempt) items; return once the broker confirmed all.
+
+        ``fresh``: the caller vouches that no other copy of these messages can exist (an
+        engine's first publish of first attempts, not after ``--resume``); executors then
+        skip the done-set lookup for their first delivery (``executor/results.py``).
+        """
+        encoded = [self._encode(queue, message, attempt, reply_to, run_id,
+                                fresh and attempt == 1)
                    for queue, message, attempt in items]
         for queue in {queue for queue, _ in encoded}:
             self.ensure_queue(queue)
@@ -98,11 +104,14 @@ class Publisher:
             self._send_confirmed(encoded[start:start + CONFIRM_BATCH])
 
     def _encode(self, queue: str, message: TaskMessage | dict[str, Any], attempt: int,
-                reply_to: str, run_id: str | None) -> tuple[str, amqp.Message]:
+                reply_to: str, run_id: str | None, fresh: bool = False
+                ) -> tuple[str, amqp.Message]:
         data = (message.model_dump(mode="json", exclude_none=True)
                 if isinstance(message, TaskMessage) else message)
         task_id = f"{data.get('taskId')}#{attempt}"
-        kwargs = {"reply_to": reply_to, "attempt": attempt, "run_id": run_id}
+        kwargs: dict[str, Any] = {"reply_to": reply_to, "attempt": attempt, "run_id": run_id}
+        if fresh:
+            kwargs["fresh"] = True
         headers, properties, body, _ = self.app.amqp.as_task_v2(
             task_id, RUN_TASK, args=[data], kwargs=kwargs, ignore_result=True,
             origin=self._origin, argsrepr=f"[{data.get('name')}: {data.get('executable')}]",

@@ -95,7 +95,8 @@ def run_message(
     stub = getattr(message, "stub_sleep", None)
     if stub is not None:
         # Stub mode (--stub-sleep): the real workflow shape without its executables.
-        time.sleep(float(stub))
+        if float(stub) > 0:
+            time.sleep(float(stub))
         return TaskResult(task_id=task_id, attempt=attempt, exit_code=0, started=started,
                           finished=time.time(), worker=worker_name(), model=model)
     logs = work_dir / LOG_DIR

@@ -19,7 +19,7 @@ from celery.exceptions import Reject
 from pydantic import ValidationError
 
 from hyperpool import metrics
-from hyperpool.executor.results import report, skip_reason
+from hyperpool.executor.results import CancelCache, report, skip_reason
 from hyperpool.executor.runner import describe, run_message, worker_name
 from hyperpool.models import TaskMessage, TaskResult, describe_validation_error
 from hyperpool.services import redis_client
@@ -29,6 +29,7 @@ log = logging.getLogger("hyperpool.executor")
 REPORT_RETRY_SECONDS = 120.0
 
 _redis: tuple[int, redis.Redis] | None = None
+_cancels = CancelCache()
 
 
 def _client(settings: Settings) -> redis.Redis:
@@ -83,13 +84,14 @@ def _poisoned(settings: Settings, message: Any, reply_to: str | None, attempt: i
 
 
 def execute(settings: Settings, message: dict[str, Any], reply_to: str | None, attempt: int,
-            run_id: str | None, deliveries: int = 0, queue: str = "") -> dict[str, Any] | None:
+            run_id: str | None, deliveries: int = 0, queue: str = "",
+            check_done: bool = True) -> dict[str, Any] | None:
     task_type = str(message.get("name") or "unknown") if isinstance(message, dict) else "unknown"
     if deliveries:
         metrics.REDELIVERIES.labels(queue, task_type).inc()
     try:
         outcome = _execute(settings, message, reply_to, attempt, run_id, deliveries, queue,
-                           task_type)
+                           task_type, check_done or deliveries > 0 or attempt > 1)
     except Reject as exc:
         outcome = "poison" if "poison" in str(exc.reason) else "invalid"
         if exc.requeue:
@@ -101,7 +103,8 @@ def execute(settings: Settings, message: dict[str, Any], reply_to: str | None, a
 
 
 def _execute(settings: Settings, message: dict[str, Any], reply_to: str | None, attempt: int,
-             run_id: str | None, deliveries: int, queue: str, task_type: str) -> str:
+             run_id: str | None, deliveries: int, queue: str, task_type: str,
+             check_done: bool) -> str:
     # The broker dead-letters by itself once x-delivery-limit is exceeded, but nobody would
     # tell the engine; so the last delivery the limit allows is reported and parked here.
     if deliveries >= max(1, settings.delivery_limit - 1):
@@ -118,11 +121,13 @@ def _execute(settings: Settings, message: dict[str, Any], reply_to: str | None, 
                 task_id=str(task_id), attempt=attempt, exit_code=-1, started=now, finished=now,
                 worker=worker_name(), error=f"invalid task message: {problem}"), run_id)
         raise Reject(f"invalid task message: {problem}", requeue=False) from None
-    reason = skip_reason(_client(settings), run_id, msg.taskId)
+    reason = skip_reason(_client(settings), run_id, msg.taskId, check_done=check_done,
+                         cancels=_cancels)
     if reason:
         log.info("task %s: skipped: %s", msg.taskId, reason)
         return "skipped"
-    log.debug("task %s: %s", msg.taskId, describe(msg))
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("task %s: %s", msg.taskId, describe(msg))
     in_progress = metrics.IN_PROGRESS.labels(queue, task_type)
     in_progress.inc()
     try:
@@ -139,8 +144,11 @@ def register(app: Celery) -> None:
     """Register ``hyperpool.run`` on ``app`` (the worker's and the publisher's app)."""
     @app.task(name="hyperpool.run", ignore_result=True, bind=True)
     def run(self: Any, message: dict[str, Any], reply_to: str | None = None, attempt: int = 1,
-            run_id: str | None = None) -> dict[str, Any] | None:
+            run_id: str | None = None, fresh: bool = False) -> dict[str, Any] | None:
+        # ``fresh``: the engine vouches that this message cannot be a duplicate (first
+        # publish of a first attempt by an engine that did not resume); messages without
+        # it (older engines, other publishers) get the exact done-set check.
         settings: Settings = app.conf.get("hyperpool_settings") or load_settings()
         queue = (self.request.delivery_info or {}).get("routing_key") or ""
         return execute(settings, message, reply_to, attempt, run_id,
-                       delivery_count(self.request), queue)
+                       delivery_count(self.request), queue, check_done=not fresh)

@@ -1,0 +1,29 @@
+"""What the engine's messages tell executors: ``fresh`` only on first attempts it vouches for."""
+
+from __future__ import annotations
+
+import json
+
+from hyperpool.executor.publisher import Publisher
+from hyperpool.models import TaskMessage
+from hyperpool.settings import Settings
+
+
+def _kwargs(fresh: bool, attempt: int) -> dict:
+    publisher = Publisher(Settings())
+    message = TaskMessage(taskId="t1", name="mAdd", executable="mAdd", args=["a.fits"])
+    _queue, encoded = publisher._encode("ns.mAdd", message, attempt, "stream", "run-1", fresh)
+    args, kwargs, _embed = json.loads(encoded.body)
+    assert args[0]["taskId"] == "t1"
+    assert encoded.properties["application_headers"]["id"] == f"t1#{attempt}"
+    return kwargs
+
+
+def test_fresh_is_set_only_when_vouched_for():
+    assert _kwargs(fresh=True, attempt=1)["fresh"] is True
+    assert "fresh" not in _kwargs(fresh=False, attempt=1)
+
+
+def test_run_kwargs_carry_stream_attempt_and_run():
+    kwargs = _kwargs(fresh=False, attempt=2)
+    assert kwargs == {"reply_to": "stream", "attempt": 2, "run_id": "run-1"}
