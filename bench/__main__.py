@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -37,6 +38,7 @@ def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
                                                                   repeats=1 if quick else 3))
         res["publishers"] = tp.publisher_variants(tasks=res["noop_tasks"],
                                                   repeats=1 if quick else 3)
+        res["publish_only"] = tp.publish_rates(messages=res["noop_tasks"])
     elif name == "latency":
         from bench import throughput as tp
 
@@ -46,7 +48,7 @@ def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
 
         res["makespan"] = makespan.measure(makespan.default_plan(quick))
         res["makespan_configs"] = {c.name: dataclasses.asdict(c)
-                                   for c in (makespan.POOLS, makespan.JOBS)}
+                                   for c in makespan.CONFIGS}
     elif name == "scaling":
         from bench import bench_scaling
 
@@ -61,6 +63,7 @@ def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
         workflows = {"legacy-montage-2.0-1482": WORKFLOWS / "legacy-montage-2.0-1482.workflow.json",
                      "generated 20,000 tasks": memory.generated_dag(20_000)}
         res["engine_memory"] = {k: memory.engine_memory(v) for k, v in workflows.items()}
+        shutil.rmtree(workflows["generated 20,000 tasks"].parent, ignore_errors=True)
     elif name == "controller":
         from bench import controller
 
@@ -75,7 +78,12 @@ def main() -> None:
                         help="leave these sections out")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="measure nothing: re-render the document from a --json file")
     args = parser.parse_args()
+    if args.render:
+        render_saved(args.render, args.out)
+        return
     sections = [s for s in (args.only or SECTIONS) if s not in args.skip]
     if args.quick and not args.only and "controller" in sections:
         sections.remove("controller")
@@ -101,6 +109,18 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(res, default=_plain, indent=1))
     print(f"bench: wrote {args.out} ({res['duration_s'] / 60:.1f} min)")
+
+
+def render_saved(saved: Path, out: Path) -> None:
+    """Rebuild the document (and plots) from the raw numbers of an earlier run."""
+    from bench import report
+    from bench.makespan import Row
+
+    res = json.loads(saved.read_text())
+    if "makespan" in res:
+        res["makespan"] = [Row(**row) for row in res["makespan"]]
+    report.write(res, out)
+    print(f"bench: rendered {out} from {saved}")
 
 
 def _plain(obj: Any) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -111,6 +112,7 @@ def measure(workers: int = 4, rounds: int = 3, interval: float = 0.25,
         api = ManagementApi(settings)
         api.delete_queue(queue)
         api.delete_queue(queue + ".dead")
+        shutil.rmtree(work_dir, ignore_errors=True)
     return out
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,7 @@ def pool_memory(concurrency: int, idle_seconds: float = 3.0) -> dict[str, float]
             return family_memory(procs[0].proc.pid)
     finally:
         delete_queues(bench_settings(namespace, work), namespace + ".")
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def celery_memory(concurrency: int, idle_seconds: float = 3.0) -> dict[str, float]:
@@ -69,6 +71,7 @@ def celery_memory(concurrency: int, idle_seconds: float = 3.0) -> dict[str, floa
             return family_memory(proc.proc.pid)
     finally:
         delete_queues(bench_settings(namespace, work), namespace + ".")
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _engine_footprint(workflow: Path, trace: bool) -> dict[str, float]:

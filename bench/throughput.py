@@ -17,6 +17,7 @@ of a task's dispatch to the moment it processes the task's result.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from hyperpool.engine.state import DISPATCHED
 from hyperpool.executor.publisher import RUN_TASK, Publisher
 from hyperpool.executor.queues import TASK_EXCHANGE, task_queue
 from hyperpool.executor.results import done_key
-from hyperpool.models import TaskResult
+from hyperpool.models import TaskMessage, TaskResult
 from hyperpool.routing import load_routing
 from hyperpool.services import check_redis
 from hyperpool.settings import Settings
@@ -54,13 +55,17 @@ class Comparison:
 
     hyperpool: list[float] = field(default_factory=list)
     celery: list[float] = field(default_factory=list)
+    celery_safe: list[float] = field(default_factory=list)  # same safety settings (the goals)
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _server(name: str) -> psutil.Process | None:
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] == name:
-            return proc
+def _listener(port: int) -> psutil.Process | None:
+    """The process listening on ``port`` (the broker or Redis this benchmark talks to; other
+    RabbitMQ or Redis instances on the machine, e.g. tests' private ones, are not counted)."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+                return psutil.Process(conn.pid)
     return None
 
 
@@ -69,7 +74,7 @@ class CpuMeter:
 
     def __init__(self, worker_pid: int):
         self.procs = {"engine/client": psutil.Process(), "worker": psutil.Process(worker_pid),
-                      "rabbitmq": _server("beam.smp"), "redis": _server("redis-server")}
+                      "rabbitmq": _listener(5672), "redis": _listener(6379)}
 
     def _now(self) -> dict[str, float]:
         out = {}
@@ -163,42 +168,50 @@ class HyperpoolSide:
         self.publisher.close()
 
 
-def _throughput_pair(*, tasks: int, repeats: int, stub: float | None, raw_task,
+def _throughput_pair(*, tasks: int, repeats: int, stub: float | None, raw_task, safe_task,
                      concurrency: int) -> Comparison:
     namespace = new_namespace()
     work = Path(tempfile.mkdtemp(prefix="hyperpool-bench-tp-"))
     write(work, flat(tasks, task_type=TASK_TYPE), [TASK_TYPE])
     settings = bench_settings(namespace, work)
-    raw_queue = f"{namespace}.raw"
+    raw_queue, safe_queue = f"{namespace}.raw", f"{namespace}.rawsafe"
     out = Comparison()
     side = HyperpoolSide(settings, work)
     try:
         with workers([(f"{namespace}.{TASK_TYPE}", concurrency)], namespace=namespace,
                      work_dir=work) as (pool,), \
-                raw.celery_worker(raw_queue, concurrency=concurrency, work_dir=work) as base:
+                raw.celery_worker(raw_queue, concurrency=concurrency, work_dir=work) as base, \
+                raw.celery_worker(safe_queue, concurrency=concurrency, work_dir=work,
+                                  safe=True) as safe:
             side.run(stub)  # warm-up: queue declared, worker processes warm
             raw.throughput(raw_task, raw_queue, min(tasks, 100))
+            raw.throughput(safe_task, safe_queue, min(tasks, 100))
             ours, theirs = CpuMeter(pool.proc.pid), CpuMeter(base.proc.pid)
+            theirs_safe = CpuMeter(safe.proc.pid)
             for _ in range(repeats):
                 engine, out.cpu["hyperpool"] = ours.measure(lambda: side.run(stub), tasks)
                 out.hyperpool.append(tasks / engine.makespan)
+                rate, out.cpu["celery_safe"] = theirs_safe.measure(
+                    lambda: raw.throughput(safe_task, safe_queue, tasks), tasks)
+                out.celery_safe.append(rate)
                 rate, out.cpu["celery"] = theirs.measure(
                     lambda: raw.throughput(raw_task, raw_queue, tasks), tasks)
                 out.celery.append(rate)
     finally:
         side.close()
         delete_queues(settings, namespace + ".")
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
 def noop_throughput(*, tasks: int, repeats: int, concurrency: int = 2) -> Comparison:
     return _throughput_pair(tasks=tasks, repeats=repeats, stub=0.0, raw_task=raw.noop,
-                            concurrency=concurrency)
+                            safe_task=raw.safe_noop, concurrency=concurrency)
 
 
 def command_throughput(*, tasks: int, repeats: int, concurrency: int = 2) -> Comparison:
     return _throughput_pair(tasks=tasks, repeats=repeats, stub=None, raw_task=raw.true_cmd,
-                            concurrency=concurrency)
+                            safe_task=raw.safe_true_cmd, concurrency=concurrency)
 
 
 def publisher_variants(*, tasks: int, repeats: int, concurrency: int = 2
@@ -222,6 +235,33 @@ def publisher_variants(*, tasks: int, repeats: int, concurrency: int = 2
         for side in sides.values():
             side.close()
         delete_queues(settings, namespace + ".")
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def publish_rates(*, messages: int) -> dict[str, float]:
+    """Engine-side publishing capacity per variant: messages/s into a queue nobody consumes."""
+    namespace = new_namespace()
+    work = Path(tempfile.mkdtemp(prefix="hyperpool-bench-pubrate-"))
+    settings = bench_settings(namespace, work)
+    message = TaskMessage(executable="true", args=["in.fits", "out.fits"], name=TASK_TYPE,
+                          work_dir=str(work), inputs=["in.fits"], outputs=["out.fits"])
+    out = {}
+    try:
+        for name, cls in PUBLISHERS.items():
+            publisher = cls(settings)
+            queue = f"{namespace}.{len(out)}"
+            publisher.publish(queue, message.model_copy(update={"taskId": "warm"}),
+                              reply_to="bench")
+            items = [(queue, message.model_copy(update={"taskId": f"t{i}"}), 1)
+                     for i in range(messages)]
+            started = time.perf_counter()
+            publisher.publish_many(items, reply_to="bench", run_id="bench")
+            out[name] = messages / (time.perf_counter() - started)
+            publisher.close()
+    finally:
+        delete_queues(settings, namespace + ".")
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
@@ -231,21 +271,26 @@ def latency(*, samples: int) -> Comparison:
     work = Path(tempfile.mkdtemp(prefix="hyperpool-bench-lat-"))
     write(work, chain(samples + WARMUP, task_type=TASK_TYPE), [TASK_TYPE])
     settings = bench_settings(namespace, work)
-    raw_queue = f"{namespace}.raw"
+    raw_queue, safe_queue = f"{namespace}.raw", f"{namespace}.rawsafe"
     out = Comparison()
     side = HyperpoolSide(settings, work)
     try:
         with workers([(f"{namespace}.{TASK_TYPE}", 1)], namespace=namespace, work_dir=work), \
-                raw.celery_worker(raw_queue, concurrency=1, work_dir=work):
+                raw.celery_worker(raw_queue, concurrency=1, work_dir=work), \
+                raw.celery_worker(safe_queue, concurrency=1, work_dir=work, safe=True):
             raw.latencies(raw.noop, raw_queue, 20)  # warm-up
+            raw.latencies(raw.safe_noop, safe_queue, 20)
             half = samples // 2
-            # Interleave halves so drifting background load affects both sides alike.
+            # Interleave halves so drifting background load affects all sides alike.
             out.celery += raw.latencies(raw.noop, raw_queue, half)
+            out.celery_safe += raw.latencies(raw.safe_noop, safe_queue, half)
             out.hyperpool += side.run(0.0).latencies[WARMUP:]
+            out.celery_safe += raw.latencies(raw.safe_noop, safe_queue, samples - half)
             out.celery += raw.latencies(raw.noop, raw_queue, samples - half)
     finally:
         side.close()
         delete_queues(settings, namespace + ".")
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
@@ -256,7 +301,8 @@ def summarize_latency(values: list[float]) -> dict[str, float]:
 
 if __name__ == "__main__":
     tp = noop_throughput(tasks=500, repeats=1)
-    print("noop tasks/s hyperpool", tp.hyperpool, "celery", tp.celery)
+    print("noop tasks/s hyperpool", tp.hyperpool, "celery", tp.celery, "safe", tp.celery_safe)
+    print("cpu ms/task", tp.cpu)
     lat = latency(samples=100)
     print("latency ms hyperpool", {k: v * 1e3 for k, v in summarize_latency(lat.hyperpool).items()},
           "celery", {k: v * 1e3 for k, v in summarize_latency(lat.celery).items()},
