@@ -58,6 +58,15 @@ class PublishNacked(RuntimeError):
 Item = tuple[str, "TaskMessage | dict[str, Any]", int]
 
 
+def without_fresh(message: amqp.Message) -> amqp.Message:
+    """``message`` with its ``fresh`` promise (no other copy exists) taken back."""
+    args, kwargs, embed = json.loads(message.body)
+    if not kwargs.pop("fresh", False):
+        return message
+    message.body = json.dumps([args, kwargs, embed])
+    return message
+
+
 class Publisher:
     """Sends ``hyperpool.run`` messages with publisher confirms to declared quorum queues."""
 
@@ -148,6 +157,10 @@ class Publisher:
     def _send_confirmed(self, batch: Sequence[tuple[str, amqp.Message]]) -> None:
         delay = 0.2
         for retry in range(MAX_RETRIES + 1):
+            if retry:
+                # Unconfirmed is not unsent: the broker may hold a copy already, so the
+                # republished ones must not claim to be the only copy.
+                batch = [(queue, without_fresh(message)) for queue, message in batch]
             try:
                 channel = self._open()
                 for queue, message in batch:

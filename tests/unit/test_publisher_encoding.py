@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hyperpool.executor.publisher import Publisher
+from hyperpool.executor.publisher import Publisher, without_fresh
 from hyperpool.models import TaskMessage
 from hyperpool.settings import Settings
 
@@ -27,3 +27,13 @@ def test_fresh_is_set_only_when_vouched_for():
 def test_run_kwargs_carry_stream_attempt_and_run():
     kwargs = _kwargs(fresh=False, attempt=2)
     assert kwargs == {"reply_to": "stream", "attempt": 2, "run_id": "run-1"}
+
+
+def test_a_republished_message_is_no_longer_fresh():
+    publisher = Publisher(Settings())
+    message = TaskMessage(taskId="t1", name="mAdd", executable="mAdd", args=[])
+    _queue, encoded = publisher._encode("ns.mAdd", message, 1, "stream", "run-1", True)
+    again = without_fresh(encoded)
+    args, kwargs, _embed = json.loads(again.body)
+    assert "fresh" not in kwargs and args[0]["taskId"] == "t1"
+    assert kwargs == {"reply_to": "stream", "attempt": 1, "run_id": "run-1"}
