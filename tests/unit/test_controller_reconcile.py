@@ -243,3 +243,18 @@ def test_reconcile_is_measured():
     after = REGISTRY.get_sample_value("hyperpool_controller_reconcile_duration_seconds_count",
                                       {"namespace": "default"})
     assert after == before + 1
+
+
+def test_other_pools_deployments_are_listed_only_against_a_quota():
+    """Without a ResourceQuota no budget is computed, so a reconcile reads its own Deployment
+    only (listing all pools' Deployments made a burst of N pools O(N^2))."""
+    api, pool = FakeApi(), seed_pool()
+    settle(api, pool)
+    api.calls.clear()
+    settle(api, pool)
+    assert ("list", "Deployment") not in api.calls
+    assert ("get", "Deployment", naming.child_name(pool["metadata"]["name"])) in api.calls
+    api.quotas = [{"status": {"hard": {"requests.cpu": "8"}, "used": {"requests.cpu": "0"}}}]
+    api.calls.clear()
+    settle(api, pool)
+    assert ("list", "Deployment") in api.calls
