@@ -115,7 +115,7 @@ class TimingEngine(Engine):
 class SendTaskPublisher(Publisher):
     """The publisher as it was before batching: ``send_task`` per message, confirm each."""
 
-    def publish_many(self, items, *, reply_to, run_id=None) -> None:
+    def publish_many(self, items, *, reply_to, run_id=None, fresh=False) -> None:
         for queue, message, attempt in items:
             self.ensure_queue(queue)
             self.app.send_task(
@@ -131,9 +131,9 @@ class SendTaskPublisher(Publisher):
 class UnbatchedPublisher(Publisher):
     """Today's message encoding, but one confirm round trip per message."""
 
-    def publish_many(self, items, *, reply_to, run_id=None) -> None:
+    def publish_many(self, items, *, reply_to, run_id=None, fresh=False) -> None:
         for item in items:
-            super().publish_many([item], reply_to=reply_to, run_id=run_id)
+            super().publish_many([item], reply_to=reply_to, run_id=run_id, fresh=fresh)
 
 
 PUBLISHERS = {"batched (current)": Publisher, "confirm per message": UnbatchedPublisher,
