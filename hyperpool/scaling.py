@@ -2,14 +2,17 @@
 
 For pool *i* in one namespace::
 
-    desired_i = min(maxReplicas_i, depth_i, ceil(depth_i / sum(depths) * fit_i))
+    desired_i = min(maxReplicas_i, ceil(depth_i / concurrency_i),
+                    ceil(depth_i / sum(depths) * fit_i))
 
 ``depth`` is ready + unacknowledged messages (busy workers hold unacked messages, so ready
 alone would scale a fully busy pool to zero). ``fit_i`` is how many pod-i requests fit in the
 budget left to worker pools (ResourceQuota hard minus non-pool use on Kubernetes; cores and
 memory of the machine locally). Pools thus share the budget in proportion to their backlog and
 never get more workers than tasks waiting. ``minReplicas`` is a floor applied afterwards, as
-KEDA does. The cooldown before scaling to zero is stateful and lives in the callers.
+KEDA does. ``concurrency`` is how many tasks one replica runs at once (a WorkerPool's
+``concurrency``, 1 by default): a replica per task would leave the others' slots idle. The
+cooldown before scaling to zero is stateful and lives in the callers.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class PoolDemand:
     max_replicas: int
     min_replicas: int = 0
     requests: Mapping[str, Decimal] = field(default_factory=dict)
+    concurrency: int = 1
 
 
 def fit(requests: Mapping[str, Decimal], available: Mapping[str, Decimal]) -> int | None:
@@ -55,7 +59,7 @@ def desired_replicas(
     result: dict[str, int] = {}
     for pool in pools:
         depth = max(0, pool.depth)
-        want = min(pool.max_replicas, depth)
+        want = min(pool.max_replicas, -(-depth // max(1, pool.concurrency)))
         room = fit(pool.requests, available)
         if room is not None and total > 0:
             want = min(want, math.ceil(Fraction(depth, total) * room))

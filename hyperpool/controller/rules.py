@@ -2,7 +2,8 @@
 
 It evaluates :func:`hyperpool.scaling.desired_replicas` in PromQL, per pool::
 
-    min(max, depth, ceil(depth * fit / sum(depths of this namespace's pools))), floored at min
+    min(max, ceil(depth / concurrency), ceil(depth * fit / sum(depths of this namespace's pools))),
+    floored at min
 
 Every pool records its own inputs under the labels ``{namespace, pool}``, and the namespace-wide
 terms are sums over *those recorded series*, selected by ``namespace``. That is how "the queues of
@@ -111,7 +112,10 @@ def recording_rules(p: PoolParams) -> list[dict[str, Any]]:
     depth = f"sum({DEPTH_RECORD}{own_sel})"
     total = f"(sum({DEPTH_RECORD}{ns_sel}) > 0)"
     share = f"ceil({depth} * sum({FIT_RECORD}{own_sel}) / {total})"
-    capped = f"clamp_max({depth}, {p.max_replicas})"
+    # Replicas running ``concurrency`` tasks each: one per ``concurrency`` messages.
+    needed = (f"ceil({depth} / {p.concurrency})" if p.concurrency and p.concurrency > 1
+              else depth)
+    capped = f"clamp_max({needed}, {p.max_replicas})"
     rules.append({
         "record": DESIRED_RECORD,
         "expr": f"clamp_min(({share} < {capped}) or {capped}, {p.min_replicas})",

@@ -43,6 +43,7 @@ class Pool:
     max: int = 50
     queue: str | None = None
     namespace: str = "ns"
+    concurrency: int | None = None
 
 
 @dataclass
@@ -58,6 +59,8 @@ def _manifest(p: Pool) -> dict:
                   "initialResources": {"requests": p.requests, "limits": p.limits}}
     if p.queue:
         spec["queueName"] = p.queue
+    if p.concurrency:
+        spec["concurrency"] = p.concurrency
     return make_pool(p.name, spec, namespace=p.namespace)
 
 
@@ -106,12 +109,13 @@ def run_scenario(sc: Scenario, tmp: Path) -> None:
                              'resource="requests.cpu",type="hard"}', "values": "0x40"})
     budget = pool_budget(quota_objects, usage) or {}
     demands = [PoolDemand(p.name, p.depth, p.max, p.min, pod_quota_requests(
-        {"containers": [{"resources": {"requests": p.requests, "limits": p.limits}}]}))
-        for p in ours]
+        {"containers": [{"resources": {"requests": p.requests, "limits": p.limits}}]}),
+        concurrency=p.concurrency or 1) for p in ours]
     expected = desired_replicas(demands, budget)
     others = [p for p in sc.pools if p.namespace != sc.namespace]
-    exp_others = desired_replicas([PoolDemand(p.name, p.depth, p.max, p.min) for p in others],
-                                  {})
+    exp_others = desired_replicas([PoolDemand(p.name, p.depth, p.max, p.min,
+                                              concurrency=p.concurrency or 1)
+                                   for p in others], {})
     samples = [{"labels": f'{DESIRED_RECORD}{{namespace="{sc.namespace}",pool="{n}"}}',
                 "value": v} for n, v in expected.items()]
     samples += [{"labels": f'{DESIRED_RECORD}{{namespace="{p.namespace}",pool="{p.name}"}}',
@@ -157,6 +161,10 @@ SCENARIOS = {
         [Pool("a", 10, CPU, queue="shared-science-queue"), Pool("b", 30, CPU),
          Pool("a", 1000, CPU, namespace="other")],
         [{"hard": {"requests.cpu": "3"}, "nonpool": {}}]),
+    "concurrency: a replica per 4 tasks, quota shared by depth": Scenario(
+        [Pool("a", 30, CPU, concurrency=4), Pool("b", 10, CPU), Pool("c", 7, CPU, concurrency=3,
+                                                                      max=2)],
+        [{"hard": {"requests.cpu": "20"}, "nonpool": {}}]),
     "seed quantities": Scenario(
         [Pool("mproject", 100, {"cpu": "0.5", "memory": "524288000"},
               {"cpu": "0.5", "memory": "524288000"}, replicas=3)],
@@ -171,12 +179,12 @@ def test_rule_matches_python_formula(name, tmp_path):
 
 
 _pool = st.builds(
-    lambda i, depth, cpu_m, mem_mi, replicas, lo, hi: Pool(
+    lambda i, depth, cpu_m, mem_mi, replicas, lo, hi, conc: Pool(
         f"p{i}", depth, {"cpu": f"{cpu_m}m", "memory": f"{mem_mi}Mi"}, replicas=replicas,
-        min=min(lo, hi), max=max(lo, hi)),
+        min=min(lo, hi), max=max(lo, hi), concurrency=conc),
     st.integers(0, 0), st.integers(0, 60), st.sampled_from([100, 250, 333, 500, 1000, 1500]),
     st.sampled_from([64, 100, 512, 1000, 1536]), st.integers(0, 6), st.integers(0, 3),
-    st.integers(0, 40))
+    st.integers(0, 40), st.sampled_from([None, 1, 2, 3, 8]))
 
 
 @settings(max_examples=15, deadline=None,

@@ -132,3 +132,14 @@ def test_formula_properties(depths, maxes, mins, cores):
     assert above_floor <= room + len(busy)
     assert sum(min(result[p.name], math.ceil(p.depth / max(1, sum(depths)) * room))
                for p in busy) <= room + len(busy)
+
+
+def test_a_replica_running_several_tasks_is_counted_once_per_concurrency():
+    """concurrency 4: 10 messages need 3 replicas, not 10; the budget share is unchanged."""
+    pods = {"cpu": Decimal("0.5")}
+    wide = PoolDemand("wide", 10, max_replicas=50, requests=pods, concurrency=4)
+    single = PoolDemand("single", 10, max_replicas=50, requests=pods)
+    assert desired_replicas([wide], {}) == {"wide": 3}
+    assert desired_replicas([wide, single], {"cpu": Decimal(2)}) == {"wide": 2, "single": 2}
+    assert desired_replicas([PoolDemand("w", 0, 5, concurrency=4)], {}) == {"w": 0}
+    assert desired_replicas([PoolDemand("w", 1, 5, concurrency=4)], {}) == {"w": 1}
