@@ -45,6 +45,7 @@ class PoolConfig:
     max_replicas: int
     request: Resources
     source: str
+    concurrency: int = 1  # tasks one worker runs at once (its slot threads)
 
 
 def _documents(path: Path) -> list[tuple[int, Any]]:
@@ -119,6 +120,7 @@ def pool_config(source: str, pool: WorkerPool, namespace: str,
         max_replicas=spec.maxReplicaCount,
         request=_request(pool, default_request),
         source=source,
+        concurrency=spec.concurrency or 1,
     )
 
 

@@ -156,7 +156,8 @@ class Supervisor:
             depth = pool.depth.ready + max(pool.depth.unacked, pool.busy)
             demands.append(PoolDemand(pool.config.name, depth, pool.config.max_replicas,
                                       pool.config.min_replicas,
-                                      pool.config.request.as_mapping()))
+                                      pool.config.request.as_mapping(),
+                                      concurrency=pool.config.concurrency))
         desired = desired_replicas(demands, self.options.budget.as_mapping())
         for pool in self.pools:
             # An unmeasured queue keeps its pool as it is until the broker answers again.
@@ -225,7 +226,8 @@ class Supervisor:
                 pool.workers.append(WorkerProcess.start(
                     pool.config.name, pool.config.queue, settings=self.settings,
                     work_dir=self.options.work_dir, log_dir=self.options.log_dir,
-                    loglevel=self.options.worker_loglevel))
+                    loglevel=self.options.worker_loglevel,
+                    concurrency=pool.config.concurrency))
                 used = used + pool.config.request
                 if len(pool.active) >= pool.target:
                     pending.remove(pool)

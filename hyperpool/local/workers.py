@@ -1,7 +1,7 @@
 """Worker processes of a local pool: start, warm-stop, tell busy from idle, reap.
 
-Each worker is ``python -m hyperpool worker --queue Q`` (concurrency 1: one worker is one
-"pod", so the budget counts processes). Why the details:
+Each worker is ``python -m hyperpool worker --queue Q -c <the pool's concurrency>`` (default
+1): one worker is one "pod", so the budget counts processes. Why the details:
 
 * **Own session**: a Ctrl-C in the terminal goes to the whole foreground process group; the
   workers must not get it, because the supervisor decides how they stop (warm, then forced
@@ -53,10 +53,10 @@ def _pdeathsig_prefix() -> tuple[str, ...]:
     return (setpriv, "--pdeathsig", "TERM", "--") if ok else ()
 
 
-def worker_command(queue: str, *, loglevel: str = "INFO") -> list[str]:
+def worker_command(queue: str, *, loglevel: str = "INFO", concurrency: int = 1) -> list[str]:
     """The argv of one pool worker on ``queue``."""
     return [*_pdeathsig_prefix(), sys.executable, "-m", "hyperpool", "worker", "--queue", queue,
-            "--concurrency", "1", "--loglevel", loglevel]
+            "--concurrency", str(concurrency), "--loglevel", loglevel]
 
 
 def worker_env(settings: Settings, queue: str, work_dir: Path,
@@ -93,10 +93,12 @@ class WorkerProcess:
         self.started = time.monotonic()
         self.draining_since: float | None = None
         self.busy: bool | None = None
+        self.running = 0  # tasks' commands running right now (its slots in use)
 
     @classmethod
     def start(cls, pool: str, queue: str, *, settings: Settings, work_dir: Path,
-              log_dir: Path | None = None, loglevel: str = "INFO") -> WorkerProcess:
+              log_dir: Path | None = None, loglevel: str = "INFO",
+              concurrency: int = 1) -> WorkerProcess:
         log_path = None
         out: int | object = None
         if log_dir is not None:
@@ -105,7 +107,7 @@ class WorkerProcess:
             out = log_path.open("ab")
         try:
             proc = subprocess.Popen(  # noqa: S603 - fixed argv
-                worker_command(queue, loglevel=loglevel), cwd=work_dir,
+                worker_command(queue, loglevel=loglevel, concurrency=concurrency), cwd=work_dir,
                 env=worker_env(settings, queue, work_dir), stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT if out is not None else None,
                 start_new_session=True,
@@ -182,6 +184,7 @@ def refresh_busy(workers: list[WorkerProcess]) -> None:
     queue's unacknowledged count covers it)."""
     for worker in workers:
         if worker.poll() is not None:
-            worker.busy = False
+            worker.busy, worker.running = False, 0
             continue
-        worker.busy = bool(_children(worker.pid))
+        worker.running = len(_children(worker.pid))
+        worker.busy = worker.running > 0

@@ -198,3 +198,10 @@ def test_local_runtime_imports_leave_prometheus_client_unloaded():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+def test_concurrency_reaches_the_local_pool(tmp_path):
+    (pool,) = pools_from_manifests([write(tmp_path, manifest(extra="concurrency: 3\n"))], "ns")
+    assert pool.concurrency == 3
+    (plain,) = pools_from_manifests([write(tmp_path, manifest(), "plain.yaml")], "ns")
+    assert plain.concurrency == 1

@@ -7,6 +7,7 @@ without waiting for processes.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from decimal import Decimal
 from pathlib import Path
@@ -52,6 +53,7 @@ class FakeWorker:
         self.started = self.clock.now
         self.draining_since: float | None = None
         self.busy: bool | None = False
+        self.running = 0
         self.exit_code: int | None = None
         self.log_path = None
         self.signals: list[str] = []
@@ -306,3 +308,27 @@ def test_drain_stops_everyone_warm_and_kills_after_the_timeout(env):
     assert workers[0].signals == ["TERM", "KILL"]
     assert [w.signals for w in workers[1:]] == [["TERM"], ["TERM"]]
     assert sup.pools[0].workers == []
+
+
+def test_a_pool_with_concurrency_starts_one_worker_per_that_many_tasks(env, monkeypatch):
+    """concurrency 4 (a WorkerPool's spec.concurrency): 10 waiting tasks -> 3 workers, each
+    started with -c 4; running tasks count per task, not per worker."""
+    sup, probe = make([("a", 0, 10)], cpu="8")
+    sup.pools[0].config = dataclasses.replace(sup.pools[0].config, concurrency=4)
+    calls = []
+    real_start = FakeWorker.start.__func__
+
+    def start(cls, pool, queue, **kw):
+        calls.append(kw.get("concurrency"))
+        return real_start(cls, pool, queue, **kw)
+
+    monkeypatch.setattr(FakeWorker, "start", classmethod(start))
+    probe.set("ns.a", 10)
+    sup.tick()
+    assert replicas(sup) == {"a": 3} and calls == [4, 4, 4]
+    for worker in sup.pools[0].workers:
+        worker.busy, worker.running = True, 4
+    assert sup.pools[0].busy == 12
+    probe.set("ns.a", 0, unacked=0)  # counts lag; the workers' own 12 tasks keep 3 workers
+    sup.tick()
+    assert replicas(sup) == {"a": 3}
