@@ -139,8 +139,10 @@ def _reconcile(api: KubeApi, pool: Mapping[str, Any], *, config: ControllerConfi
     result = plan(pool, budget, config=config)
     child = naming.child_name(name)
     live = next((d for d in deployments if d["metadata"]["name"] == child), None)
-    if live is None and result.children:
-        # A Deployment of that name without our label (adopted or edited by hand) still counts.
+    if live is None and (result.children or not quotas):
+        # A Deployment of that name without our label (adopted or edited by hand) still counts;
+        # without a quota nothing was listed, and an invalid pool's old Deployment still
+        # reports its replicas.
         live = api.get("apps/v1", "Deployment", namespace, child)
     applied, findings = apply_children(api, result, live_deployment=live)
     deployment = next((o for o in applied if o.get("kind") == "Deployment"), live)
