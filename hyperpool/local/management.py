@@ -41,6 +41,29 @@ class QueueStats(QueueDepth):
     name: str = ""
 
 
+def read_endpoint(request: urllib.request.Request | str, *, timeout: float, what: str,
+                  base: str, plugin: str, missing_ok: bool = False) -> bytes | None:
+    """The body of one RabbitMQ HTTP endpoint (``None`` for a 404 when ``missing_ok``).
+
+    Every failure is one :class:`ServiceUnavailable` line naming the endpoint (password
+    masked) and, when it cannot be reached, the plugin that serves it.
+    """
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
+            return resp.read()
+    except urllib.error.HTTPError as exc:
+        if missing_ok and exc.code == 404:
+            return None
+        path = urllib.parse.urlsplit(exc.url or "").path
+        raise ServiceUnavailable(f"{what} at {mask_url(base)} answered {exc.code} "
+                                 f"{exc.reason} for {path}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ServiceUnavailable(
+            f"cannot reach the {what} at {mask_url(base)}: {reason}; enable it with "
+            f"`rabbitmq-plugins enable {plugin}` (configs/services.sh does)") from None
+
+
 def vhost_of(broker_url: str) -> str:
     """The vhost of an AMQP URL as RabbitMQ names it (``amqp://h//`` and ``amqp://h`` are ``/``)."""
     path = urllib.parse.urlsplit(broker_url).path
@@ -61,21 +84,8 @@ class ManagementApi:
     def _request(self, method: str, path: str) -> object:
         req = urllib.request.Request(f"{self.base}/api{path}", method=method)
         req.add_header("Authorization", self._auth)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
-                body = resp.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            raise ServiceUnavailable(
-                f"RabbitMQ management API at {mask_url(self.base)} answered {exc.code} "
-                f"{exc.reason} for {path}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ServiceUnavailable(
-                f"cannot reach the RabbitMQ management API at {mask_url(self.base)}: {reason}; "
-                "enable it with `rabbitmq-plugins enable rabbitmq_management` "
-                "(configs/services.sh does)") from None
+        body = read_endpoint(req, timeout=self.timeout, what="RabbitMQ management API",
+                             base=self.base, plugin="rabbitmq_management", missing_ok=True)
         return json.loads(body) if body else None
 
     def queues(self) -> dict[str, QueueStats]:

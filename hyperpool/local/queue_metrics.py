@@ -12,12 +12,10 @@ measured here, the same acknowledgement showed 0.49 s later.
 
 from __future__ import annotations
 
-import urllib.error
 import urllib.parse
-import urllib.request
 
 from hyperpool.errors import ServiceUnavailable
-from hyperpool.local.management import vhost_of
+from hyperpool.local.management import read_endpoint, vhost_of
 from hyperpool.settings import Settings, mask_url
 
 UNACKED = "rabbitmq_detailed_queue_messages_unacked"
@@ -34,15 +32,9 @@ class QueueMetrics:
 
     def unacked(self) -> dict[str, int]:
         """Unacknowledged messages by queue name; :class:`ServiceUnavailable` if unreadable."""
-        try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout) as resp:  # noqa: S310
-                text = resp.read().decode("utf-8", "replace")
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ServiceUnavailable(
-                f"cannot read RabbitMQ's Prometheus endpoint at {mask_url(self.base)}: {reason}; "
-                "enable it with `rabbitmq-plugins enable rabbitmq_prometheus` "
-                "(configs/services.sh does)") from None
+        body = read_endpoint(self.url, timeout=self.timeout, what="RabbitMQ Prometheus endpoint",
+                             base=self.base, plugin="rabbitmq_prometheus")
+        text = (body or b"").decode("utf-8", "replace")
         # Imported here, not at the top: prometheus-client chooses its value storage on first
         # import, and the supervisor must set PROMETHEUS_MULTIPROC_DIR before that.
         from prometheus_client.parser import text_string_to_metric_families
