@@ -42,7 +42,7 @@ class Pool:
     @property
     def busy(self) -> int:
         """Tasks seen running in the pool's workers (a worker runs up to ``concurrency``)."""
-        return sum(w.running or int(bool(w.busy)) for w in self.workers)
+        return sum(w.running for w in self.workers)
 
     def held(self, now: float, cooldown: float) -> int:
         """Highest desired count within the cooldown window (the scale-down stabiliser).

@@ -53,7 +53,7 @@ class FakeWorker:
         self.started = self.clock.now
         self.draining_since: float | None = None
         self.busy: bool | None = False
-        self.running = 0
+        self._running: int | None = None
         self.exit_code: int | None = None
         self.log_path = None
         self.signals: list[str] = []
@@ -72,6 +72,15 @@ class FakeWorker:
 
     def poll(self) -> int | None:
         return self.exit_code
+
+    @property
+    def running(self) -> int:
+        """As refresh_busy derives them: one task per busy worker unless a test says more."""
+        return self._running if self._running is not None else int(bool(self.busy))
+
+    @running.setter
+    def running(self, value: int) -> None:
+        self._running = value
 
     def age(self, now: float | None = None) -> float:
         return (self.clock.now if now is None else now) - self.started
