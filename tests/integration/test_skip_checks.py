@@ -1,12 +1,24 @@
 """When an executor skips a task, against the real Redis: exact checks wherever a duplicate can
-exist, one cached cancel lookup per run otherwise."""
+exist, one cached cancel lookup per run otherwise; and how reports keep the run's keys' TTLs."""
 
 from __future__ import annotations
 
 import time
 import uuid
 
-from hyperpool.executor.results import CancelCache, cancel_key, done_key, skip_reason
+import pytest
+import redis
+
+from hyperpool.executor.results import (
+    STREAM_TTL_SECONDS,
+    CancelCache,
+    TtlRefresher,
+    cancel_key,
+    done_key,
+    report,
+    skip_reason,
+)
+from hyperpool.models import TaskResult
 
 
 def _run(redis_client):
@@ -62,3 +74,46 @@ def test_cancel_cache_asks_redis_once_per_ttl(redis_client):
         assert len(calls) == 1
     finally:
         redis_client.delete(*keys)
+
+
+def test_reports_set_ttls_once_then_renew_them_after_the_interval(redis_client):
+    run_id, keys = _run(redis_client)
+    stream = f"hyperpool:run:{run_id}:results"
+    ttls = TtlRefresher(every=0.3)
+    ok = TaskResult(task_id="t1", attempt=1, exit_code=0, started=1.0, finished=2.0, worker="w")
+    try:
+        report(redis_client, stream, ok, run_id, ttls=ttls)
+        assert redis_client.ttl(stream) > STREAM_TTL_SECONDS - 60
+        assert redis_client.ttl(done_key(run_id)) > STREAM_TTL_SECONDS - 60
+        # Within the interval a report carries no EXPIRE: a TTL removed meanwhile stays removed...
+        redis_client.persist(stream)
+        redis_client.persist(done_key(run_id))
+        report(redis_client, stream, ok.model_copy(update={"task_id": "t2"}), run_id, ttls=ttls)
+        assert redis_client.ttl(stream) == -1 and redis_client.ttl(done_key(run_id)) == -1
+        # ...and the first report after it sets both again (Redis lost them: renewed).
+        time.sleep(0.35)
+        report(redis_client, stream, ok.model_copy(update={"task_id": "t3"}), run_id, ttls=ttls)
+        assert redis_client.ttl(stream) > STREAM_TTL_SECONDS - 60
+        assert redis_client.ttl(done_key(run_id)) > STREAM_TTL_SECONDS - 60
+        assert redis_client.xlen(stream) == 3
+        assert redis_client.smembers(done_key(run_id)) == {b"t1", b"t2", b"t3"}
+    finally:
+        redis_client.delete(*keys, stream)
+
+
+def test_a_failed_report_leaves_its_ttls_due(redis_client):
+    """The TTL counts as set only once Redis confirmed it, so a report retried after an
+    outage still sets it."""
+    run_id, keys = _run(redis_client)
+    stream = f"hyperpool:run:{run_id}:results"
+    ttls = TtlRefresher(every=60)
+    ok = TaskResult(task_id="t1", attempt=1, exit_code=0, started=1.0, finished=2.0, worker="w")
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    try:
+        with pytest.raises(redis.ConnectionError):
+            report(dead, stream, ok, run_id, ttls=ttls)
+        assert ttls.due(stream) and ttls.due(done_key(run_id))
+        report(redis_client, stream, ok, run_id, ttls=ttls)
+        assert redis_client.ttl(stream) > 0 and not ttls.due(stream)
+    finally:
+        redis_client.delete(*keys, stream)
