@@ -28,11 +28,18 @@ def _baseline(r: dict[str, Any]) -> list[float]:
     return r.get("celery_safe") or r["celery"]
 
 
-def _ratio(res: dict[str, Any], key: str, side: str = "safe") -> float | None:
-    if key not in res:
+def _ratio(res: dict[str, Any], key: str, side: str = "safe", ours: str = "hyperpool"
+           ) -> float | None:
+    if key not in res or not res[key].get(ours):
         return None
     base = _baseline(res[key]) if side == "safe" else res[key]["celery"]
-    return median(res[key]["hyperpool"]) / median(base)
+    return median(res[key][ours]) / median(base)
+
+
+def _threads_note(res: dict[str, Any], key: str) -> str:
+    """The one-process shape's ratio, for runs that measured it."""
+    ratio = _ratio(res, key, ours="hyperpool_threads")
+    return "" if ratio is None else f"; 1 worker x 2 slot threads {ratio:.2f}x"
 
 
 def goals(res: dict[str, Any]) -> tuple[list[str], dict[int, bool | None]]:
@@ -43,7 +50,8 @@ def goals(res: dict[str, Any]) -> tuple[list[str], dict[int, bool | None]]:
         what = "no-op" if key == "noop" else "`true` command"
         measured = "—" if ratio is None else (
             f"{_f(median(res[key]['hyperpool']))} vs {_f(median(_baseline(res[key])))} tasks/s "
-            f"= **{ratio:.2f}x** (vs Celery's defaults {_ratio(res, key, 'plain'):.2f}x)")
+            f"= **{ratio:.2f}x** (vs Celery's defaults {_ratio(res, key, 'plain'):.2f}x"
+            f"{_threads_note(res, key)})")
         rows.append(f"| {n} | throughput, {what}, vs raw Celery, same safety settings | "
                     f">= {target}x | {measured} | {_ok(met[n])} |")
     if "latency" in res:
@@ -110,37 +118,47 @@ def goals(res: dict[str, Any]) -> tuple[list[str], dict[int, bool | None]]:
 def throughput_section(res: dict[str, Any]) -> list[str]:
     out = ["## 1-2. Throughput", "",
            f"Flat workflow of {res['noop_tasks']:,} independent tasks (no-op) and "
-           f"{res.get('command_tasks', 0):,} (`true`), one worker with 2 slots on each side, "
-           "runs interleaved. hyperpool: an in-process `Engine` (what `hyperpool run` uses) "
-           "publishing to a `hyperpool worker -c 2` (two slot threads), results through the "
-           "run's completion stream; tasks/s = tasks / engine makespan. Raw Celery: "
+           f"{res.get('command_tasks', 0):,} (`true`), two task-running processes on each "
+           "side, runs interleaved. hyperpool: an in-process `Engine` (what `hyperpool run` "
+           "uses) publishing to two `hyperpool worker -c 1` processes (a pool with two "
+           "replicas: the baseline's shape, and the goals' measurement) and, separately, to "
+           "one `hyperpool worker -c 2` (two slot threads in one process); results through "
+           "the run's completion stream; tasks/s = tasks / engine makespan. Raw Celery: "
            "`apply_async` all, then `AsyncResult.get()` each (Redis result backend, "
            "`acks_late`, prefetch 1, `celery worker -c 2 -P prefork`), twice: **same safety** "
            "adds what hyperpool guarantees (publisher confirms, a durable quorum queue with a "
            "delivery limit) and is the goals' baseline; **defaults** is Celery as usually run "
            "(classic queue, no confirms), for reference.", "",
-           "| task | hyperpool tasks/s, median (runs) | raw Celery, same safety | ratio | "
-           "raw Celery, defaults | ratio |",
-           "|---|---|---|---|---|---|"]
+           "| task | hyperpool 2 x 1 slot, tasks/s, median (runs) | hyperpool 1 x 2 slot "
+           "threads | raw Celery, same safety | ratio 2 x 1 (1 x 2) | raw Celery, defaults | "
+           "ratio 2 x 1 |",
+           "|---|---|---|---|---|---|---|"]
     for key, what in (("noop", "no-op (`--stub-sleep 0`)"), ("command", "`true` (subprocess)")):
         if key in res:
             r = res[key]
-            safe = _baseline(r)
+            safe, threads = _baseline(r), r.get("hyperpool_threads") or []
+            threads_cell = f"{_f(median(threads))} ({_runs(threads)})" if threads else "—"
+            threads_ratio = _ratio(res, key, ours="hyperpool_threads")
+            threads_ratio_cell = "" if threads_ratio is None else f" ({threads_ratio:.2f}x)"
             out.append(f"| {what} | {_f(median(r['hyperpool']))} ({_runs(r['hyperpool'])}) | "
-                       f"{_f(median(safe))} ({_runs(safe)}) | {_ratio(res, key):.2f}x | "
+                       f"{threads_cell} | {_f(median(safe))} ({_runs(safe)}) | "
+                       f"{_ratio(res, key):.2f}x{threads_ratio_cell} | "
                        f"{_f(median(r['celery']))} ({_runs(r['celery'])}) | "
                        f"{_ratio(res, key, 'plain'):.2f}x |")
-    out += ["", "CPU milliseconds per task spent by each participant (last run of each side): "
-            "both systems are CPU-bound on this 2-core machine, so the sum bounds throughput.",
-            "", "| participant | no-op: hyperpool | no-op: Celery (safe) | no-op: Celery "
-            "(defaults) | `true`: hyperpool | `true`: Celery (safe) | `true`: Celery (defaults) |",
-            "|---|---|---|---|---|---|---|"]
+    sides = ("hyperpool", "hyperpool_threads", "celery_safe", "celery")
+    names = ("hyperpool 2 x 1", "hyperpool 1 x 2", "Celery (safe)", "Celery (defaults)")
+    out += ["", "CPU milliseconds per task spent by each participant (last run of each side; "
+            "worker: all worker processes of the side together). On this 2-core machine the "
+            "sum bounds throughput.", "",
+            "| participant | " + " | ".join(f"{task}: {name}" for task in ("no-op", "`true`")
+                                           for name in names) + " |",
+            "|---|" + "---|" * (2 * len(sides))]
     parts = ("engine/client", "worker", "rabbitmq", "redis")
     cpu = {k: res[k]["cpu"] for k in ("noop", "command") if k in res}
     for part in (*parts, "total"):
         cells = []
         for key in ("noop", "command"):
-            for side in ("hyperpool", "celery_safe", "celery"):
+            for side in sides:
                 row = cpu.get(key, {}).get(side, {})
                 value = sum(row.values()) if part == "total" else row.get(part)
                 cells.append("—" if value is None else f"{value:.2f}")

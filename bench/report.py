@@ -27,15 +27,16 @@ def plot_throughput(res: dict[str, Any], path: Path) -> None:
     ax = axes[0][0]
     groups = [(k, t) for k, t in (("noop", "no-op task"), ("command", "`true` command"))
               if k in res]
-    sides = (("hyperpool", "tab:blue", "hyperpool"),
+    sides = (("hyperpool", "tab:blue", "hyperpool, 2 workers x 1 slot"),
+             ("hyperpool_threads", "tab:cyan", "hyperpool, 1 worker x 2 slot threads"),
              ("celery_safe", "tab:red", "raw Celery, same safety"),
              ("celery", "tab:orange", "raw Celery, defaults"))
     for g, (key, _title) in enumerate(groups):
         present = [x for x in sides if res[key].get(x[0])]
         for s, (side, color, label) in enumerate(present):
             values = res[key][side]
-            x = g + (s - (len(present) - 1) / 2) * 0.26
-            ax.bar(x, median(values), width=0.25, color=color, alpha=0.8,
+            x = g + (s - (len(present) - 1) / 2) * 0.2
+            ax.bar(x, median(values), width=0.19, color=color, alpha=0.8,
                    label=label if g == 0 else None)
             ax.scatter([x] * len(values), values, color="black", s=10, zorder=3)
         base = res[key].get("celery_safe") or res[key]["celery"]
@@ -45,8 +46,8 @@ def plot_throughput(res: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(groups)), [t for _, t in groups])
     ax.set_ylim(top=ax.get_ylim()[1] * 1.12)
     ax.set_ylabel("tasks / s (bars: median, dots: runs)")
-    ax.set_title("hyperpool vs raw Celery, 1 worker x 2 slots (ratio: vs same safety)")
-    ax.legend(loc="lower right")
+    ax.set_title("two task processes each side (ratio: 2 x 1 vs same safety)")
+    ax.legend(loc="lower right", fontsize=7)
     if pubs:
         right = axes[0][1]
         for i, values in enumerate(pubs.values()):

@@ -1,12 +1,15 @@
 """Throughput (goals 1 and 2) and idle latency (goal 3): hyperpool vs raw Celery, side by side.
 
-Both sides get the same machine, broker, Redis and worker shape (one prefork worker with two
-processes, ``acks_late``, prefetch 1), and their runs are interleaved so background noise
-hits both. hyperpool is measured through its whole path: an in-process :class:`Engine` (the
-one ``hyperpool run`` uses) publishes a generated workflow's tasks, a ``hyperpool worker``
-runs them and reports to the run's completion stream, and the engine releases and counts
-them. Throughput is tasks / engine makespan; latency is the engine's own clock from the start
-of a task's dispatch to the moment it processes the task's result.
+Both sides get the same machine, broker, Redis and worker shape (two task-running processes,
+``acks_late``, prefetch 1), and their runs are interleaved so background noise hits both.
+Raw Celery is one prefork worker with two child processes; hyperpool runs in the same shape
+as two ``hyperpool worker -c 1`` processes (a pool with two replicas) and, beside it, as one
+worker with two slot threads (``-c 2``).
+hyperpool is measured through its whole path: an in-process :class:`Engine` (the one
+``hyperpool run`` uses) publishes a generated workflow's tasks, the ``hyperpool worker``
+processes run them and report to the run's completion stream, and the engine releases and
+counts them. Throughput is tasks / engine makespan; latency is the engine's own clock from
+the start of a task's dispatch to the moment it processes the task's result.
 
 * no-op: ``--stub-sleep 0`` (in-process stub) vs a Celery task returning ``None``;
 * command: the real ``true`` executable through the runner (logs, exit code) vs a Celery task
@@ -53,7 +56,8 @@ class Comparison:
     last measured run: where the time goes, and why the ratio is what it is.
     """
 
-    hyperpool: list[float] = field(default_factory=list)
+    hyperpool: list[float] = field(default_factory=list)  # 2 workers x 1 slot (the goals)
+    hyperpool_threads: list[float] = field(default_factory=list)  # 1 worker x 2 slot threads
     celery: list[float] = field(default_factory=list)
     celery_safe: list[float] = field(default_factory=list)  # same safety settings (the goals)
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -72,16 +76,19 @@ def _listener(port: int) -> psutil.Process | None:
 class CpuMeter:
     """CPU seconds of the engine/client (this process), a worker's family, RabbitMQ, Redis."""
 
-    def __init__(self, worker_pid: int):
-        self.procs = {"engine/client": psutil.Process(), "worker": psutil.Process(worker_pid),
-                      "rabbitmq": _listener(5672), "redis": _listener(6379)}
+    def __init__(self, *worker_pids: int):
+        self.procs: dict[str, list[psutil.Process | None]] = {
+            "engine/client": [psutil.Process()],
+            "worker": [psutil.Process(pid) for pid in worker_pids],
+            "rabbitmq": [_listener(5672)], "redis": [_listener(6379)]}
 
     def _now(self) -> dict[str, float]:
         out = {}
-        for name, proc in self.procs.items():
-            if proc is None:
+        for name, procs in self.procs.items():
+            if None in procs:
                 continue
-            family = [proc, *(proc.children(recursive=True) if name == "worker" else [])]
+            family = [member for proc in procs if proc is not None for member in
+                      (proc, *(proc.children(recursive=True) if name == "worker" else []))]
             total = 0.0
             for member in family:
                 with contextlib.suppress(psutil.Error):
@@ -170,36 +177,46 @@ class HyperpoolSide:
 
 def _throughput_pair(*, tasks: int, repeats: int, stub: float | None, raw_task, safe_task,
                      concurrency: int) -> Comparison:
-    namespace = new_namespace()
+    namespace, threaded = new_namespace(), new_namespace()
     work = Path(tempfile.mkdtemp(prefix="hyperpool-bench-tp-"))
     write(work, flat(tasks, task_type=TASK_TYPE), [TASK_TYPE])
     settings = bench_settings(namespace, work)
     raw_queue, safe_queue = f"{namespace}.raw", f"{namespace}.rawsafe"
     out = Comparison()
-    side = HyperpoolSide(settings, work)
+    side, side_threads = HyperpoolSide(settings, work), HyperpoolSide(
+        bench_settings(threaded, work), work)
     try:
-        with workers([(f"{namespace}.{TASK_TYPE}", concurrency)], namespace=namespace,
-                     work_dir=work) as (pool,), \
+        with workers([(f"{namespace}.{TASK_TYPE}", 1)] * concurrency, namespace=namespace,
+                     work_dir=work) as pool, \
+                workers([(f"{threaded}.{TASK_TYPE}", concurrency)], namespace=threaded,
+                        work_dir=work) as (pool_threads,), \
                 raw.celery_worker(raw_queue, concurrency=concurrency, work_dir=work) as base, \
                 raw.celery_worker(safe_queue, concurrency=concurrency, work_dir=work,
                                   safe=True) as safe:
             side.run(stub)  # warm-up: queue declared, worker processes warm
+            side_threads.run(stub)
             raw.throughput(raw_task, raw_queue, min(tasks, 100))
             raw.throughput(safe_task, safe_queue, min(tasks, 100))
-            ours, theirs = CpuMeter(pool.proc.pid), CpuMeter(base.proc.pid)
-            theirs_safe = CpuMeter(safe.proc.pid)
+            ours = CpuMeter(*(p.proc.pid for p in pool))
+            ours_threads = CpuMeter(pool_threads.proc.pid)
+            theirs, theirs_safe = CpuMeter(base.proc.pid), CpuMeter(safe.proc.pid)
             for _ in range(repeats):
                 engine, out.cpu["hyperpool"] = ours.measure(lambda: side.run(stub), tasks)
                 out.hyperpool.append(tasks / engine.makespan)
                 rate, out.cpu["celery_safe"] = theirs_safe.measure(
                     lambda: raw.throughput(safe_task, safe_queue, tasks), tasks)
                 out.celery_safe.append(rate)
+                engine, out.cpu["hyperpool_threads"] = ours_threads.measure(
+                    lambda: side_threads.run(stub), tasks)
+                out.hyperpool_threads.append(tasks / engine.makespan)
                 rate, out.cpu["celery"] = theirs.measure(
                     lambda: raw.throughput(raw_task, raw_queue, tasks), tasks)
                 out.celery.append(rate)
     finally:
         side.close()
-        delete_queues(settings, namespace + ".")
+        side_threads.close()
+        for space in (namespace, threaded):
+            delete_queues(settings, space + ".")
         shutil.rmtree(work, ignore_errors=True)
     return out
 
