@@ -18,6 +18,10 @@ docs/benchmarks.md):
   already succeeded, and the engine counts a duplicate result once).
 * ``send_task`` renders ``saferepr`` of the arguments into the ``argsrepr`` header, which
   cost more CPU than everything else the engine does per task; we pass a short description.
+* Headers that only say "not set" (``eta: None``, ``timelimit: [None, None]``, ``stamps: {}``
+  and the like; 9 of 19) are left out: Celery's worker reads every one of them with a
+  default, and py-amqp encodes and decodes the header table in pure Python (measured: 23 ->
+  15 us to encode, 26 -> 14 us to decode per message).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ CONFIRM_BATCH = 500  # messages published before waiting for their confirms
 CONFIRM_TIMEOUT = 30.0
 MAX_RETRIES = 10
 PERSISTENT = 2
+_UNSET = (None, [None, None], {})  # header values Celery's worker treats as absent
 
 log = logging.getLogger("hyperpool.publisher")
 
@@ -125,6 +130,7 @@ class Publisher:
             task_id, RUN_TASK, args=[data], kwargs=kwargs, ignore_result=True,
             origin=self._origin, argsrepr=f"[{data.get('name')}: {data.get('executable')}]",
             kwargsrepr=repr(kwargs))
+        headers = {k: v for k, v in headers.items() if v not in _UNSET}
         return queue, amqp.Message(
             json.dumps(body), content_type="application/json", content_encoding="utf-8",
             application_headers=headers, delivery_mode=PERSISTENT, **properties)

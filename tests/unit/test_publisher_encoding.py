@@ -37,3 +37,13 @@ def test_a_republished_message_is_no_longer_fresh():
     args, kwargs, _embed = json.loads(again.body)
     assert "fresh" not in kwargs and args[0]["taskId"] == "t1"
     assert kwargs == {"reply_to": "stream", "attempt": 1, "run_id": "run-1"}
+
+
+def test_headers_that_say_not_set_are_left_out():
+    publisher = Publisher(Settings())
+    message = TaskMessage(taskId="t1", name="mAdd", executable="mAdd", args=[])
+    _queue, encoded = publisher._encode("ns.mAdd", message, 1, "stream", "run-1", True)
+    headers = encoded.properties["application_headers"]
+    assert headers["task"] == "hyperpool.run" and headers["id"] == "t1#1"
+    assert headers["argsrepr"] == "[mAdd: mAdd]" and headers["ignore_result"] is True
+    assert not {"eta", "expires", "timelimit", "shadow", "stamps", "parent_id"} & set(headers)
