@@ -294,6 +294,20 @@ class Engine:
                 waited += delay
                 delay = min(delay * 2, 5.0)
 
+    def _linger(self, got: int) -> None:
+        """Let results gather for a moment while many tasks are in flight.
+
+        Each ``XREAD`` costs the engine ~0.1 ms of CPU however many results it returns, and
+        under load results trickle in one or two at a time: reading them one by one took
+        CPU from the workers and the broker on the same cores. A short pause when a read
+        returned little and many tasks are out lets the next read take several at once
+        (measured, 2,000 no-op tasks through two 1-slot workers: median 656 -> 726 tasks/s
+        with 2 ms; 5 ms gained less). A single task in flight (the latency case) never
+        waits, and 2 ms is nothing beside the tasks a run with 16 in flight is waiting for.
+        """
+        if got < LINGER_BATCH and self.state.in_flight() >= LINGER_IN_FLIGHT:
+            time.sleep(LINGER_SECONDS)
+
     def run(self) -> RunOutcome:
         started = time.time()
         self._persist(started)
@@ -304,11 +318,13 @@ class Engine:
                 self._dispatch_ready()
                 if self.state.finished or self._stopping:
                     break
-                for event in self._read():
+                events = self._read()
+                for event in events:
                     if isinstance(event, JobExit):
                         self._on_job_exit(event)
                     else:
                         self._on_result(event)
+                self._linger(len(events))
                 if self.on_progress:
                     self.on_progress(self)
         except KeyboardInterrupt:
@@ -340,6 +356,11 @@ class Engine:
 
 RUN_META_DIR = ".hyperpool"
 REDIS_OUTAGE_LIMIT = 600.0
+# Engine._linger: pause this long after a read of fewer than LINGER_BATCH results while at
+# least LINGER_IN_FLIGHT tasks are out.
+LINGER_SECONDS = 0.002
+LINGER_BATCH = 8
+LINGER_IN_FLIGHT = 16
 LAST_RUN_FILE = "last-run.json"
 
 

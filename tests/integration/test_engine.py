@@ -240,3 +240,25 @@ def test_late_success_of_an_earlier_attempt_counts(tmp_path, namespace, settings
     engine._on_result(TaskResult(task_id=task_id, exit_code=0, started=0, finished=2,
                                  worker="w", model="job"))
     assert engine.state.counts[DONE] == 1 and not engine._retry_at
+
+
+def test_engine_lingers_between_small_reads_only_with_many_tasks_in_flight(
+        tmp_path, namespace, settings, redis_client, monkeypatch):
+    from hyperpool.engine import run as engine_run
+
+    steps = [(f"s{i}", {"executable": "true"}) for i in range(engine_run.LINGER_IN_FLIGHT)]
+    work = workdir_for(tmp_path, chain(*steps), [])
+    dag = build_dag(load_workflow(work, env={}))
+    engine = Engine(dag, load_routing(work, namespace), settings, RunOptions(work_dir=work),
+                    redis_client)
+    pauses: list[float] = []
+    monkeypatch.setattr(engine_run.time, "sleep", pauses.append)
+    engine.state.set(0, DISPATCHED)
+    engine._linger(1)  # one task out (the latency case): never waits
+    assert pauses == []
+    for index in range(1, len(dag.tasks)):
+        engine.state.set(index, DISPATCHED)
+    engine._linger(engine_run.LINGER_BATCH)  # a read that brought a batch: go on at once
+    assert pauses == []
+    engine._linger(1)  # many out, one came back: let more gather
+    assert pauses == [engine_run.LINGER_SECONDS]
