@@ -55,8 +55,9 @@ class Config:
     """One way of running a workflow: which types are pooled and how many slots each gets."""
 
     name: str
-    concurrency: dict[str, int]  # pooled task type -> slots of its pool
+    concurrency: dict[str, int]  # pooled task type -> slots of its pool (all replicas)
     max_jobs: int
+    replicas: dict[str, int] = field(default_factory=dict)  # worker processes (default 1)
 
     @property
     def pooled(self) -> list[str]:
@@ -65,9 +66,20 @@ class Config:
     def slots(self, task_type: str) -> int:
         return self.concurrency.get(task_type, self.max_jobs)
 
+    def workers(self, namespace: str) -> list[tuple[str, int]]:
+        """(queue, slots) of every worker process: a pool's slots split over its replicas."""
+        out = []
+        for task_type, slots in self.concurrency.items():
+            replicas = self.replicas.get(task_type, 1)
+            out += [(f"{namespace}.{task_type}", -(-slots // replicas))] * replicas
+        return out
+
 
 POOLS = Config("pools", dict.fromkeys(["mProjectPP", "mDiffFit", "mBackground"], 4), max_jobs=4)
-WIDE = Config("pools-wide", dict(WIDEST), max_jobs=4)
+# A pool this wide runs as several replicas on a cluster; here as many as there are cores, so
+# the stage's message intake (Celery's consumer, one per process) is not one process's alone.
+WIDE = Config("pools-wide", dict(WIDEST), max_jobs=4,
+              replicas={t: 2 for t, n in WIDEST.items() if n >= 50})
 JOBS = Config("jobs", {}, max_jobs=16)
 CONFIGS = (POOLS, WIDE, JOBS)
 
@@ -177,8 +189,7 @@ def measure(plan: list[tuple[str, Config, float, int]]) -> list[Row]:
     home = Path(tempfile.mkdtemp(prefix="hyperpool-bench-pools-"))
     configs = {c.name: c for _, c, _, _ in plan}
     spaces = {name: f"{base}{i}" for i, name in enumerate(configs)}
-    starts = [(f"{spaces[c.name]}.{t}", n) for c in configs.values()
-              for t, n in c.concurrency.items()]
+    starts = [start for c in configs.values() for start in c.workers(spaces[c.name])]
     rows = []
     try:
         with workers(starts, namespace=base, work_dir=home):

@@ -200,14 +200,17 @@ def makespan_section(res: dict[str, Any]) -> list[str]:
     cfg = res["makespan_configs"]
     pools, jobs = cfg["pools"], cfg["jobs"]
     wide = cfg.get("pools-wide", {}).get("concurrency", {})
+    split = cfg.get("pools-wide", {}).get("replicas", {})
     slots = lambda c: ", ".join(f"{t} {n}" for t, n in c.items())  # noqa: E731
+    replicas = "; ".join(f"{t} as {n} worker processes" for t, n in split.items())
     out = ["## 4. Makespan of Montage workflows", "",
            "`hyperpool run --no-local-pools --stub-sleep S` (the CLI, makespan from its "
            "`--json-summary`). **pools**: mProjectPP, mDiffFit, mBackground each in a warm "
            f"`hyperpool worker` ({slots(pools['concurrency'])} slots), the other types in the "
            f"job model (`--max-jobs {pools['max_jobs']}`); **pools-wide**: every type in a "
-           f"warm pool with as many slots as its widest stage ({slots(wide)}) — what "
-           "autoscaled pools reach on a cluster; here a slot is a thread and a stub a sleep — "
+           f"warm pool with as many slots as its widest stage ({slots(wide)}"
+           f"{'; ' + replicas + ', one per core' if replicas else ''}) — what autoscaled "
+           "pools reach on a cluster; here a slot is a thread and a stub a sleep — "
            "so the ideal is the critical path and the ratio is hyperpool's own overhead; "
            f"**jobs**: everything in the job model (`--max-jobs {jobs['max_jobs']}`). "
            "**ideal** = "
