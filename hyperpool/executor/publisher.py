@@ -189,16 +189,26 @@ class Publisher:
                             mask_url(self.settings.broker_url), exc, delay)
                 time.sleep(delay)
                 delay = min(delay + 0.5, 3.0)
+            except BaseException:
+                # Ctrl-C (KeyboardInterrupt) or a bug mid-frame: py-amqp drops the part of a
+                # frame it had read, so the connection's byte stream is out of step and a
+                # polite close would wait for a CloseOk it can no longer parse (an engine
+                # interrupted here hung on exit). Only drop the socket.
+                self._reset(polite=False)
+                raise
 
     def _recoverable(self) -> tuple[type[BaseException], ...]:
         probe = self._conn or Connection(self.settings.broker_url)
         return (*probe.recoverable_connection_errors, *probe.recoverable_channel_errors)
 
-    def _reset(self) -> None:
+    def _reset(self, polite: bool = True) -> None:
         conn, self._conn, self._channel = self._conn, None, None
         if conn is not None:
             with contextlib.suppress(Exception):  # it may be broken already
-                conn.release()
+                if polite:
+                    conn.release()
+                else:
+                    conn.collect()  # kombu: free the resources, no protocol exchange
 
     def close(self) -> None:
         self._reset()

@@ -196,12 +196,18 @@ def test_ctrl_c_stops_cleanly(tmp_path, namespace, start_worker):
     start_worker(f"{namespace}.pooled", work_dir=work)
     proc = subprocess.Popen(
         [sys.executable, "-m", "hyperpool", "run", str(work), "--no-local-pools"],
-        env=hyperpool_env(namespace, work), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        # faulthandler: if the engine hangs, SIGABRT makes it print where every thread is
+        env=hyperpool_env(namespace, work, PYTHONFAULTHANDLER="1"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
     wait_for(lambda: (work / "job-started").exists(), what="job start")
     wait_for(lambda: list(work.glob("pool-*")), what="first pool task")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=20)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=20)
+        pytest.fail(f"the engine did not exit within 20 s of Ctrl-C; its threads:\n{err[-6000:]}")
     assert proc.returncode == 130
     assert "interrupted" in err and "Traceback" not in err
     time.sleep(0.5)
