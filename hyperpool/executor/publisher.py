@@ -190,10 +190,10 @@ class Publisher:
                 time.sleep(delay)
                 delay = min(delay + 0.5, 3.0)
             except BaseException:
-                # Ctrl-C (KeyboardInterrupt) or a bug mid-frame: py-amqp drops the part of a
-                # frame it had read, so the connection's byte stream is out of step and a
-                # polite close would wait for a CloseOk it can no longer parse (an engine
-                # interrupted here hung on exit). Only drop the socket.
+                # Ctrl-C (KeyboardInterrupt) or a bug mid-frame: py-amqp's read_frame drops
+                # the part of a frame it had read, so the connection's byte stream can be
+                # out of step, and a polite close, which waits for CloseOk without a
+                # timeout, could then wait for ever. Only drop the socket.
                 self._reset(polite=False)
                 raise
 
