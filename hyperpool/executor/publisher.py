@@ -189,6 +189,8 @@ class Publisher:
                             mask_url(self.settings.broker_url), exc, delay)
                 time.sleep(delay)
                 delay = min(delay + 0.5, 3.0)
+            except PublishNacked:
+                raise  # the broker answered: the connection is in step and stays open
             except BaseException:
                 # Ctrl-C (KeyboardInterrupt) or a bug mid-frame: py-amqp's read_frame drops
                 # the part of a frame it had read, so the connection's byte stream can be
