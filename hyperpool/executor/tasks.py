@@ -26,7 +26,7 @@ from hyperpool.services import redis_client
 from hyperpool.settings import Settings, load_settings, mask_url
 
 log = logging.getLogger("hyperpool.executor")
-REPORT_RETRY_SECONDS = 120.0
+REDIS_RETRY_SECONDS = 120.0  # then the message is requeued
 
 _redis: tuple[int, redis.Redis] | None = None
 _cancels = CancelCache()
@@ -41,21 +41,32 @@ def _client(settings: Settings) -> redis.Redis:
     return _redis[1]
 
 
-def _report(settings: Settings, stream: str, result: TaskResult, run_id: str | None) -> None:
-    """Deliver ``result``; if Redis stays down, requeue the message rather than lose it."""
-    deadline = time.monotonic() + REPORT_RETRY_SECONDS
+def _patiently(settings: Settings, task_id: str | None, what: str, call: Any) -> Any:
+    """``call(client)``, riding out a Redis outage; requeue the message if it lasts.
+
+    Every Redis call of a task goes through here: the check before running it as much as
+    the report after. An unexpected exception dead-letters the message, and the engine would
+    then wait for a result that never comes (a 2 s Redis restart once dead-lettered a whole
+    pool's queue, message after message, at the cancel check).
+    """
+    deadline = time.monotonic() + REDIS_RETRY_SECONDS
     delay = 0.2
     while True:
         try:
-            report(_client(settings), stream, result, run_id)
-            return
+            return call(_client(settings))
         except (redis.RedisError, OSError) as exc:
             if time.monotonic() > deadline:
-                log.error("task %s: cannot report to Redis %s: %s; requeueing", result.task_id,
+                log.error("task %s: cannot %s: Redis %s: %s; requeueing", task_id, what,
                           mask_url(settings.redis_url), exc)
-                raise Reject(f"result not delivered: {exc}", requeue=True) from None
+                raise Reject(f"cannot {what}: {exc}", requeue=True) from None
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _report(settings: Settings, stream: str, result: TaskResult, run_id: str | None) -> None:
+    """Deliver ``result``; if Redis stays down, requeue the message rather than lose it."""
+    _patiently(settings, result.task_id, "report its result",
+               lambda client: report(client, stream, result, run_id))
 
 
 def delivery_count(request: Any) -> int:
@@ -121,8 +132,9 @@ def _execute(settings: Settings, message: dict[str, Any], reply_to: str | None, 
                 task_id=str(task_id), attempt=attempt, exit_code=-1, started=now, finished=now,
                 worker=worker_name(), error=f"invalid task message: {problem}"), run_id)
         raise Reject(f"invalid task message: {problem}", requeue=False) from None
-    reason = skip_reason(_client(settings), run_id, msg.taskId, check_done=check_done,
-                         cancels=_cancels)
+    reason = _patiently(settings, msg.taskId, "check its run's cancel flag and done-set",
+                        lambda client: skip_reason(client, run_id, msg.taskId,
+                                                   check_done=check_done, cancels=_cancels))
     if reason:
         log.info("task %s: skipped: %s", msg.taskId, reason)
         return "skipped"

@@ -17,7 +17,11 @@ import time
 from collections import Counter
 
 import pytest
+import redis
 
+from hyperpool.executor.publisher import Publisher
+from hyperpool.executor.results import ResultReader, run_stream
+from hyperpool.models import TaskMessage
 from tests.conftest import hyperpool_env, wait_for
 from tests.integration.private_services import PrivateRabbit, PrivateRedis
 from tests.integration.test_engine import workdir_for
@@ -139,3 +143,33 @@ def test_redis_restart_mid_run(tmp_path, namespace, start_worker):
     store = PrivateRedis(tmp_path / "redis")
     restart_mid_run(store, {"HYPERPOOL_REDIS_URL": store.url}, "redis", tmp_path, namespace,
                     start_worker)
+
+
+def test_a_task_arriving_while_redis_is_down_waits_for_it(tmp_path, namespace, settings,
+                                                          start_worker):
+    """The check before a task (cancel flag, done-set) rides out a Redis outage like the
+    report does; it used to raise and dead-letter every message the pool took meanwhile."""
+    store = PrivateRedis(tmp_path / "redis")
+    store.start()
+    queue = f"{namespace}.mAdd"
+    try:
+        start_worker(queue, work_dir=tmp_path, HYPERPOOL_REDIS_URL=store.url)
+        stream = run_stream(f"outage-{namespace}")
+        store.stop()
+        publisher = Publisher(settings)
+        try:
+            for i in range(3):
+                publisher.publish(queue, TaskMessage(taskId=f"t{i}", name="mAdd",
+                                                     executable="true", args=[]),
+                                  reply_to=stream, run_id=f"outage-{namespace}")
+        finally:
+            publisher.close()
+        time.sleep(1.5)  # the worker has taken the first message and is waiting for Redis
+        store.start()
+        reader = ResultReader(redis.Redis.from_url(store.url), stream)
+        results: dict[str, object] = {}
+        wait_for(lambda: results.update({r.task_id: r for r in reader.read(block_ms=200)})
+                 or len(results) == 3, timeout=30, what="3 results after the outage")
+        assert all(r.ok for r in results.values())
+    finally:
+        store.stop()
