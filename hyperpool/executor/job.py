@@ -14,11 +14,13 @@ import redis
 from pydantic import ValidationError
 
 from hyperpool.errors import ConfigError, ServiceUnavailable
-from hyperpool.executor.results import report, skip_reason
+from hyperpool.executor.results import patiently, report, skip_reason
 from hyperpool.executor.runner import run_message
-from hyperpool.models import TaskMessage, TaskResult, describe_validation_error
+from hyperpool.models import TaskMessage, describe_validation_error
 from hyperpool.services import check_redis
 from hyperpool.settings import Settings
+
+PATIENCE = 120.0  # seconds a job waits for Redis to come back
 
 
 def parse_message(text: str, *, source: str = "task message") -> TaskMessage:
@@ -33,7 +35,7 @@ def parse_message(text: str, *, source: str = "task message") -> TaskMessage:
         raise ConfigError(describe_validation_error(exc), source=source) from None
 
 
-def _redis_when_back(settings: Settings, patience: float = 120.0) -> redis.Redis:
+def _redis_when_back(settings: Settings, patience: float = PATIENCE) -> redis.Redis:
     """Connect to Redis, waiting out a restart (a job started mid-restart must not fail)."""
     deadline = time.monotonic() + patience
     while True:
@@ -45,33 +47,27 @@ def _redis_when_back(settings: Settings, patience: float = 120.0) -> redis.Redis
             time.sleep(1.0)
 
 
-def _report_patiently(client: redis.Redis, stream: str, result: TaskResult, run_id: str | None,
-                      patience: float = 120.0) -> None:
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            report(client, stream, result, run_id)
-            return
-        except (redis.RedisError, OSError):
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable("cannot report the result: Redis unreachable") from None
-            time.sleep(1.0)
-
-
 def execute_once(settings: Settings, text: str, *, reply_to: str | None, attempt: int = 1,
                  model: str = "job", run_id: str | None = None) -> int:
     """Run the message; report to ``reply_to`` if given; return the command's exit code."""
     message = parse_message(text)
     client = _redis_when_back(settings) if reply_to else None
     if client is not None:
-        reason = skip_reason(client, run_id, message.taskId)
+        try:
+            reason = patiently(lambda: skip_reason(client, run_id, message.taskId), PATIENCE)
+        except (redis.RedisError, OSError):
+            raise ServiceUnavailable("cannot check the run's cancel flag: Redis unreachable"
+                                     ) from None
         if reason:
             print(f"hyperpool execute: task {message.taskId} skipped: {reason}", flush=True)
             return 0
     result = run_message(message, default_work_dir=settings.work_dir, attempt=attempt,
                          model=model, new_session=False)
     if client is not None and reply_to:
-        _report_patiently(client, reply_to, result, run_id)
+        try:
+            patiently(lambda: report(client, reply_to, result, run_id), PATIENCE)
+        except (redis.RedisError, OSError):
+            raise ServiceUnavailable("cannot report the result: Redis unreachable") from None
     if result.error:
         print(f"hyperpool execute: {result.error}", flush=True)
     return result.exit_code

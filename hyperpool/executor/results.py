@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 
 from hyperpool.models import TaskResult
 
 STREAM_TTL_SECONDS = 7 * 24 * 3600
+T = TypeVar("T")
 FIELD = b"r"
 EXIT_FIELD = b"x"
 
@@ -45,6 +48,27 @@ def cancel_key(run_id: str) -> str:
 
 def done_key(run_id: str) -> str:
     return f"hyperpool:run:{run_id}:done"
+
+
+def patiently(call: Callable[[], T], patience: float) -> T:
+    """``call()``, retried with backoff while Redis is unreachable, for up to ``patience`` s.
+
+    Every Redis call an executor makes for a task goes through here (the check before
+    running it as much as the report after): one failing while Redis restarts would lose
+    the task, since the engine waits for a result that then never comes. After
+    ``patience`` the last error is raised; the caller decides what that means (a pool
+    requeues the message, a job process fails).
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.2
+    while True:
+        try:
+            return call()
+        except (redis.RedisError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 class TtlRefresher:

@@ -19,7 +19,7 @@ from celery.exceptions import Reject
 from pydantic import ValidationError
 
 from hyperpool import metrics
-from hyperpool.executor.results import CancelCache, report, skip_reason
+from hyperpool.executor.results import CancelCache, patiently, report, skip_reason
 from hyperpool.executor.runner import describe, run_message, worker_name
 from hyperpool.models import TaskMessage, TaskResult, describe_validation_error
 from hyperpool.services import redis_client
@@ -44,23 +44,15 @@ def _client(settings: Settings) -> redis.Redis:
 def _patiently(settings: Settings, task_id: str | None, what: str, call: Any) -> Any:
     """``call(client)``, riding out a Redis outage; requeue the message if it lasts.
 
-    Every Redis call of a task goes through here: the check before running it as much as
-    the report after. An unexpected exception dead-letters the message, and the engine would
-    then wait for a result that never comes (a 2 s Redis restart once dead-lettered a whole
-    pool's queue, message after message, at the cancel check).
+    Without this, an exception dead-letters the message (a 2 s Redis restart once
+    dead-lettered a whole pool's queue, message after message, at the cancel check).
     """
-    deadline = time.monotonic() + REDIS_RETRY_SECONDS
-    delay = 0.2
-    while True:
-        try:
-            return call(_client(settings))
-        except (redis.RedisError, OSError) as exc:
-            if time.monotonic() > deadline:
-                log.error("task %s: cannot %s: Redis %s: %s; requeueing", task_id, what,
-                          mask_url(settings.redis_url), exc)
-                raise Reject(f"cannot {what}: {exc}", requeue=True) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    try:
+        return patiently(lambda: call(_client(settings)), REDIS_RETRY_SECONDS)
+    except (redis.RedisError, OSError) as exc:
+        log.error("task %s: cannot %s: Redis %s: %s; requeueing", task_id, what,
+                  mask_url(settings.redis_url), exc)
+        raise Reject(f"cannot {what}: {exc}", requeue=True) from None
 
 
 def _report(settings: Settings, stream: str, result: TaskResult, run_id: str | None) -> None:
