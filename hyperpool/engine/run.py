@@ -313,6 +313,11 @@ class Engine:
         self._persist(started)
         interrupted = False
         cancelled = 0
+        if self.publisher is not None:
+            # All of the run's queues now, on one connection, not each at its type's first
+            # publish: that declaration would sit on the critical path of a later stage.
+            self.publisher.declare_queues(sorted(
+                {q for t in self.dag.tasks if (q := self.routing.queue(t.task_type))}))
         try:
             while not self.state.finished and not self._stopping:
                 self._dispatch_ready()

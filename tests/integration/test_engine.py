@@ -17,11 +17,11 @@ from prometheus_client import REGISTRY
 from hyperpool.engine.dag import build_dag
 from hyperpool.engine.loader import load_workflow
 from hyperpool.engine.run import Engine, RunOptions
-from hyperpool.engine.state import DISPATCHED, DONE
+from hyperpool.engine.state import DISPATCHED, DONE, WAITING
 from hyperpool.executor.publisher import Publisher
 from hyperpool.models import TaskResult
 from hyperpool.routing import EXECUTION_MODELS_FILE, load_routing
-from tests.conftest import WORKFLOWS, hyperpool_env, wait_for
+from tests.conftest import WORKFLOWS, hyperpool_env, queue_info, wait_for
 
 POOLED = {
     "legacy-montage-0.25-43": ["mProjectPP", "mDiffFit", "mBackground"],
@@ -110,6 +110,33 @@ def chain(*steps: tuple[str, dict]) -> dict:
                  for i, (name, executor) in enumerate(steps)]
     signals = [{"name": f"s{i}"} for i in range(len(steps) + 1)]
     return {"name": "chain", "processes": processes, "signals": signals, "ins": [0]}
+
+
+def test_a_run_declares_every_pool_queue_when_it_starts(tmp_path, namespace, settings,
+                                                      redis_client):
+    """A later stage's queue (and its dead-letter queue) exists before the stage is ready:
+    declaring it at its type's first publish put a declaration on that stage's critical path."""
+    wf = chain(("first", {"executable": "sleep", "args": ["30"]}),
+               ("later", {"executable": "true"}))
+    work = workdir_for(tmp_path, wf, ["later"])
+    dag = build_dag(load_workflow(work))
+    declared: list[bool] = []
+
+    def look(engine: Engine) -> None:
+        declared.append(all(queue_info(f"{namespace}.later{suffix}") is not None
+                            for suffix in ("", ".dead")))
+        raise KeyboardInterrupt  # the run's own Ctrl-C path: cancel, stop the job
+
+    publisher = Publisher(settings)
+    try:
+        engine = Engine(dag, load_routing(work, namespace), settings, RunOptions(work_dir=work),
+                        redis_client, publisher, on_progress=look)
+        outcome = engine.run()
+    finally:
+        publisher.close()
+    assert outcome.interrupted and declared == [True]
+    # ... while its only task was still waiting for the first one
+    assert [outcome.state.status[t.index] for t in dag.tasks] == [DISPATCHED, WAITING]
 
 
 def test_failure_stops_the_run_with_a_report(tmp_path, namespace, start_worker):
