@@ -7,6 +7,8 @@ masked) and how to start the service.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from kombu import Connection
 
@@ -41,14 +43,19 @@ def check_broker(settings: Settings) -> None:
         conn.release()
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    """A Redis client with bounded connect timeout (commands may block longer, e.g. XREAD)."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.connect_timeout,
-        health_check_interval=30,
-        decode_responses=False,
-    )
+def redis_client(settings: Settings, *, max_connections: int | None = None) -> redis.Redis:
+    """A Redis client with bounded connect timeout (commands may block longer, e.g. XREAD).
+
+    ``max_connections``: share at most this many connections between the client's threads
+    (a thread waits for a free one) instead of opening one per thread that needs one.
+    """
+    options: dict[str, Any] = {"socket_connect_timeout": settings.connect_timeout,
+                               "health_check_interval": 30, "decode_responses": False}
+    if max_connections is None:
+        return redis.Redis.from_url(settings.redis_url, **options)
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=max_connections, timeout=None, **options)
+    return redis.Redis(connection_pool=pool)
 
 
 def check_redis(settings: Settings) -> redis.Redis:

@@ -27,6 +27,7 @@ from hyperpool.settings import Settings, load_settings, mask_url
 
 log = logging.getLogger("hyperpool.executor")
 REDIS_RETRY_SECONDS = 120.0  # then the message is requeued
+REDIS_CONNECTIONS = 8  # per pool process, shared by its slot threads
 
 _redis: tuple[int, redis.Redis] | None = None
 _cancels = CancelCache()
@@ -34,10 +35,17 @@ _cancels = CancelCache()
 
 def _client(settings: Settings) -> redis.Redis:
     """One Redis client per process, shared by its slot threads (redis-py's connection pool
-    is thread-safe); a forked process makes its own rather than share its parent's sockets."""
+    is thread-safe); a forked process makes its own rather than share its parent's sockets.
+
+    At most ``REDIS_CONNECTIONS`` connections: redis-py's default pool opens one for every
+    thread that finds none free, so a fresh wide pool opened a connection (TCP, ``HELLO``,
+    ``CLIENT SETINFO``) per slot when its first stage finished at once: 219 connections for
+    the 469-task Montage DAG, on the path of every first result. A slot holds a connection
+    for one short round trip, so a few serve them all.
+    """
     global _redis
     if _redis is None or _redis[0] != os.getpid():
-        _redis = (os.getpid(), redis_client(settings))
+        _redis = (os.getpid(), redis_client(settings, max_connections=REDIS_CONNECTIONS))
     return _redis[1]
 
 

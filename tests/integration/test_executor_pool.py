@@ -8,12 +8,14 @@ import sys
 import time
 import uuid
 
+import psutil
 import pytest
 
 from hyperpool.executor.app import create_app
 from hyperpool.executor.publisher import Publisher
 from hyperpool.executor.queues import dead_letter_queue_name, task_queue
 from hyperpool.executor.results import ResultReader, run_stream
+from hyperpool.executor.tasks import REDIS_CONNECTIONS
 from hyperpool.models import TaskMessage, TaskResult
 from tests.conftest import hyperpool_env, queue_info, wait_for
 
@@ -102,6 +104,21 @@ def test_slots_are_threads_of_the_worker_process(pool_run, start_worker, tmp_pat
     assert a.started < b.finished and b.started < a.finished, "ran at the same time"
     assert a.worker != b.worker and {a.worker, b.worker} == {
         f"{a.worker.split('/')[0]}/{n}" for n in (1, 2)}
+
+
+def test_slots_share_a_few_redis_connections(pool_run, start_worker):
+    """24 slots finishing together report over at most REDIS_CONNECTIONS connections (a
+    connection per slot thread cost the first wide stage of a fresh pool its start-up)."""
+    worker = start_worker(pool_run.queue, concurrency=24)
+    ids = [f"s{i}" for i in range(24)]
+    pool_run.publisher.publish_many(
+        [(pool_run.queue, TaskMessage(taskId=i, name="t", executable="true", stub_sleep=0.5), 1)
+         for i in ids], reply_to=pool_run.stream)
+    results = pool_run.wait(*ids, timeout=30)
+    assert max(r.started for r in results) < min(r.finished for r in results), "all at once"
+    redis_conns = [c for c in psutil.Process(worker.proc.pid).net_connections(kind="tcp")
+                   if c.raddr and c.raddr.port == 6379]
+    assert 1 <= len(redis_conns) <= REDIS_CONNECTIONS
 
 
 def test_sigterm_lets_the_running_task_finish(pool_run, start_worker, tmp_path):
