@@ -15,13 +15,17 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, WORKFLOWS, machine, wait_quiet
+from bench.common import REPO, WORKFLOWS, fsync_latency, machine, wait_quiet
 
+# Where the local RabbitMQ keeps its Raft logs (Debian's package); else any local disk.
+BROKER_DISK = next(p for p in (Path("/var/lib/rabbitmq"), Path(tempfile.gettempdir()))
+                   if os.access(p, os.W_OK))
 SECTIONS = ("throughput", "latency", "makespan", "scaling", "memory", "controller")
 
 
@@ -89,7 +93,8 @@ def main() -> None:
         sections.remove("controller")
     res: dict[str, Any] = {"machine": machine(), "quick": args.quick, "errors": {},
                            "started": time.strftime("%Y-%m-%d %H:%M %Z"),
-                           "load_before": os.getloadavg(), "sections": sections}
+                           "load_before": os.getloadavg(), "sections": sections,
+                           "fsync_before": fsync_latency(BROKER_DISK)}
     began = time.monotonic()
     for name in sections:
         print(f"bench: {name} ...", flush=True)
@@ -102,6 +107,7 @@ def main() -> None:
             res["errors"][name] = f"{type(exc).__name__}: {exc}".strip()[:600]
         print(f"bench: {name} took {time.monotonic() - t0:.0f}s", flush=True)
     res["load_after"] = os.getloadavg()
+    res["fsync_after"] = fsync_latency(BROKER_DISK)
     res["duration_s"] = time.monotonic() - began
     from bench import report
 

@@ -168,6 +168,28 @@ def versions() -> dict[str, str]:
     return found
 
 
+def fsync_latency(directory: Path, seconds: float = 5.0) -> dict[str, float]:
+    """fdatasync of a 4 KiB append in ``directory``, every 10 ms for ``seconds``: p50, p99
+    and max in ms. A quorum queue delivers a message (and confirms it) only once its Raft
+    log write is synced, so this disk's stalls show up as stalls of the whole system."""
+    path = directory / f".hyperpool-fsync-probe-{os.getpid()}"
+    samples = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            os.write(fd, b"x" * 4096)
+            start = time.perf_counter()
+            os.fdatasync(fd)
+            samples.append((time.perf_counter() - start) * 1e3)
+            time.sleep(0.01)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return {"p50": percentile(samples, 50), "p99": percentile(samples, 99),
+            "max": max(samples)}
+
+
 def machine() -> dict[str, str]:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):

@@ -212,8 +212,10 @@ def measure(plan: list[tuple[str, Config, float, int]]) -> list[Row]:
 
 
 def default_plan(quick: bool) -> list[tuple[str, Config, float, int]]:
-    """Pools: every workflow, both stubs, median of 3. Job model: one process per task is
-    slow, so the 469-task workflow runs once and only with 0.2 s stubs (about 80 s)."""
+    """Pools: every workflow, both stubs, median of 3; the rows goal 4 is judged on
+    (pools-wide, 0.2 s stubs) median of 5, since a quorum queue's delivery waits for the
+    disk and this machine's fsync stalls now and then (see the notes). Job model: one process
+    per task is slow, so the 469-task workflow runs once and only with 0.2 s stubs."""
     if quick:
         return [(name, config, stub, 1) for stub in (0.0, 0.2)
                 for name, config in (("legacy-montage-0.25-43", POOLS),
@@ -224,7 +226,7 @@ def default_plan(quick: bool) -> list[tuple[str, Config, float, int]]:
     for stub in (0.0, 0.2):
         for name in ("legacy-montage-0.25-43", "montage143-143", "legacy-montage-1.0-469"):
             plan.append((name, POOLS, stub, 3))
-            plan.append((name, WIDE, stub, 3))
+            plan.append((name, WIDE, stub, 5 if stub else 3))
         plan.append(("legacy-montage-0.25-43", JOBS, stub, 3))
         plan.append(("montage143-143", JOBS, stub, 1))
     plan.append(("legacy-montage-1.0-469", JOBS, 0.2, 1))
