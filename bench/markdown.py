@@ -294,9 +294,12 @@ def controller_section(res: dict[str, Any]) -> list[str]:
                        ("ready_p99_s", "per pool, create -> Ready, p99"),
                        ("controller_cpu_s", "controller CPU seconds, whole run"),
                        ("controller_rss_mib", "controller RSS, MiB"),
-                       ("steady_writes", "objects changed in steady state (of "
+                       ("steady_writes", "objects written in steady state by anyone but "
+                        "kube-controller-manager (of "
                         f"{ctl.get('steady_objects', '?')})"),
                        ("steady_writes_by_kind", "... by kind"),
+                       ("steady_cluster_writes", "... changed by kube-controller-manager only "
+                        "(Deployment status; not counted)"),
                        ("steady_window_s", "steady-state window, s")):
         if key in ctl:
             value = ctl[key]
