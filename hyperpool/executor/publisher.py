@@ -98,19 +98,16 @@ class Publisher:
         reachability check before it) took about 9 ms for an existing queue (20-40 ms on a
         busy machine), and a run paid it at the first publish of every pooled type, i.e. on
         the critical path of each stage whose type first appears mid-run (six single-task
-        stages in Montage). The engine declares all its
-        queues when a run starts. If that connection fails, the declaration is retried on a
-        new one after the usual check, which names the broker it cannot reach.
+        stages in Montage). The engine declares all its queues when a run starts. If that
+        connection fails, the declaration is retried on a new one after the usual check,
+        which names the broker it cannot reach.
         """
         todo = [queue for queue in dict.fromkeys(queues) if queue not in self._declared]
         if not todo:
             return
-        limit = self.settings.delivery_limit
         try:
             self._open()
-            for queue in todo:
-                declare_pool_queues(self._conn, queue, delivery_limit=limit)
-                self._declared.add(queue)
+            self._declare_on(self._conn, todo)
             return
         except (*self._recoverable(), OperationalError, OSError):
             self._reset()
@@ -120,9 +117,12 @@ class Publisher:
             raise
         check_broker(self.settings)
         with broker_connection(self.settings) as conn:
-            for queue in todo:
-                declare_pool_queues(conn, queue, delivery_limit=limit)
-                self._declared.add(queue)
+            self._declare_on(conn, todo)
+
+    def _declare_on(self, conn: Connection, queues: list[str]) -> None:
+        for queue in queues:
+            declare_pool_queues(conn, queue, delivery_limit=self.settings.delivery_limit)
+            self._declared.add(queue)
 
     def publish(self, queue: str, message: TaskMessage | dict[str, Any], *, reply_to: str,
                 attempt: int = 1, run_id: str | None = None) -> None:
