@@ -12,6 +12,7 @@ import click
 
 from hyperpool.engine.dag import build_dag
 from hyperpool.engine.loader import load_workflow
+from hyperpool.engine.outputs import check_output_file
 from hyperpool.engine.report import Progress, failure_report, summary, write_summary
 from hyperpool.engine.run import Engine, RunOptions, last_run
 from hyperpool.errors import ConfigError, ServiceUnavailable, WorkflowFailed
@@ -72,6 +73,13 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
     settings = load_settings()
     namespace = namespace or settings.namespace
     workdir = workdir.resolve()
+    # Written when the run ends: check them now, so a typo does not cost the whole run.
+    if json_summary:
+        check_output_file(json_summary, what="JSON summary")
+    if timeline:
+        from hyperpool.engine.timeline import check_timeline_path
+
+        check_timeline_path(timeline)
     dag = build_dag(load_workflow(workdir))
     routing = load_routing(workdir, namespace)
     client = check_redis(settings)
@@ -124,8 +132,11 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
 
         records = records_from_run(engine, outcome)
         if records:
-            write_timeline(records, timeline, title=f"{dag.workflow.name} ({engine.run_id})")
-            click.echo(f"hyperpool: timeline of {len(records)} tasks: {timeline}", err=True)
+            try:
+                write_timeline(records, timeline, title=f"{dag.workflow.name} ({engine.run_id})")
+                click.echo(f"hyperpool: timeline of {len(records)} tasks: {timeline}", err=True)
+            except ConfigError as exc:  # e.g. the disk filled up: the run's outcome still counts
+                click.echo(f"hyperpool: warning: {exc}", err=True)
     click.echo(f"hyperpool: {data['succeeded']}/{data['tasks_total']} tasks succeeded, "
                f"{data['failed']} failed, {data['skipped']} skipped, makespan "
                f"{data['makespan_seconds']:.2f}s", err=True)

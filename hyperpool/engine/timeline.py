@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hyperpool.engine.outputs import check_output_file
 from hyperpool.errors import ConfigError
 
 SUFFIXES = (".png", ".html")
@@ -247,7 +248,13 @@ def check_timeline_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         raise ConfigError("the timeline must be a .png or .html file", source=str(path))
-    return path
+    if path.suffix.lower() == ".png":
+        try:
+            import matplotlib  # noqa: F401  (only in the dev extra; .html needs nothing)
+        except ImportError:
+            raise ConfigError("a .png timeline needs matplotlib (pip install matplotlib); "
+                              "or write .html, which needs nothing", source=str(path)) from None
+    return check_output_file(path, what="timeline")
 
 
 def write_timeline(records: Sequence[TaskRecord | Mapping[str, Any] | Any], path: str | Path,

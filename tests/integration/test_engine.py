@@ -209,6 +209,33 @@ def test_bad_workflows_are_clear_errors(tmp_path, namespace, content, fragment):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("option,path,fragment", [
+    ("--json-summary", "missing-dir/s.json", "directory"),
+    ("--json-summary", ".", "is a directory"),
+    ("--timeline", "run.svg", "must be a .png or .html file"),
+    ("--timeline", "missing-dir/t.html", "does not exist"),
+])
+def test_bad_output_paths_are_rejected_before_any_task_runs(tmp_path, namespace, option, path,
+                                                            fragment):
+    """The summary and timeline are written when the run ends: a bad path must fail first."""
+    wf = chain(("touch", {"executable": "touch", "args": ["ran"]}))
+    work = workdir_for(tmp_path, wf, [])
+    target = str(tmp_path / path) if path != "." else str(tmp_path)
+    proc = run_cli(work, namespace, option, target)
+    assert proc.returncode == 2, proc.stderr
+    assert fragment in proc.stderr and target in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (work / "ran").exists(), "the task ran before the bad path was reported"
+
+
+def test_a_failing_run_with_a_timeline_still_reports_the_failure(tmp_path, namespace):
+    wf = chain(("only", {"executable": "false"}))
+    work = workdir_for(tmp_path, wf, [])
+    proc = run_cli(work, namespace, "--timeline", str(tmp_path / "t.html"))
+    assert proc.returncode == 1, proc.stderr
+    assert "workflow failed" in proc.stderr and (tmp_path / "t.html").exists()
+
+
 def _default_sigint() -> None:
     """Give the engine the Ctrl-C a terminal user has. A shell starts background jobs with
     SIGINT ignored, children inherit that, and Python then installs no KeyboardInterrupt
