@@ -131,5 +131,8 @@ def test_timeline_rejects_unknown_formats_and_empty_runs(tmp_path):
     assert check_timeline_path("run.HTML").name == "run.HTML"
     with pytest.raises(ConfigError, match="no task ran"):
         write_timeline([], tmp_path / "t.png", title="x")
-    with pytest.raises(ConfigError, match="cannot write the timeline"):
+    with pytest.raises(ConfigError, match="directory .* does not exist"):
         write_timeline(records(2), tmp_path / "missing" / "t.html", title="x")
+    (tmp_path / "dir.html").mkdir()
+    with pytest.raises(ConfigError, match="is a directory"):
+        check_timeline_path(tmp_path / "dir.html")
