@@ -20,7 +20,7 @@ def check_output_file(path: str | Path, *, what: str) -> Path:
     itself is not created: a run that is interrupted leaves nothing behind.
     """
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
+    parent = path.parent  # Path("s.json").parent is Path("."), never empty
     if path.is_dir():
         raise ConfigError(f"the {what} is a directory; give a file name", source=str(path))
     if not parent.is_dir():
