@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test setup services lint bench chaos clean
+.PHONY: run test setup services cluster lint bench chaos clean
 
 setup: $(VENV)/.installed
 
@@ -19,10 +19,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 services:
 	bash configs/services.sh
 
+# The real Kubernetes API server of the cluster tests, built from Debian's source package
+# (cached in ~/.cache/hyperpool; cold: minutes, see k8s/testcluster/build.sh). Built here,
+# before pytest starts, so that no test's timeout ever covers a build.
+cluster:
+	bash k8s/testcluster/build.sh
+
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup services
+test: setup services cluster
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, WORKFLOWS, fsync_latency, machine, wait_quiet
+from bench.common import REPO, fsync_latency, machine, wait_quiet, workflow_file
 
 # Where the local RabbitMQ keeps its Raft logs (Debian's package); else any local disk.
 BROKER_DISK = next(p for p in (Path("/var/lib/rabbitmq"), Path(tempfile.gettempdir()))
@@ -64,7 +64,7 @@ def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
 
         res["pool_memory"] = {f"c{c}": memory.pool_memory(c) for c in (1, 2)}
         res["celery_memory"] = memory.celery_memory(1)
-        workflows = {"legacy-montage-2.0-1482": WORKFLOWS / "legacy-montage-2.0-1482.workflow.json",
+        workflows = {"legacy-montage-2.0-1482": workflow_file("legacy-montage-2.0-1482"),
                      "generated 20,000 tasks": memory.generated_dag(20_000)}
         res["engine_memory"] = {k: memory.engine_memory(v) for k, v in workflows.items()}
         shutil.rmtree(workflows["generated 20,000 tasks"].parent, ignore_errors=True)

@@ -24,9 +24,21 @@ from kombu import Connection
 
 from hyperpool.local.management import ManagementApi
 from hyperpool.settings import DEFAULT_BROKER_URL, Settings, load_settings
+from tests.reference import missing, reference_dir
 
 REPO = Path(__file__).resolve().parent.parent
-WORKFLOWS = REPO.parent / "shared" / "workflows"
+
+
+def reference_file(part: str, name: str) -> Path:
+    """A file of the reference data (tests/reference.py); a benchmark cannot skip: it stops."""
+    path = reference_dir() / part / name
+    if not path.is_file():
+        raise SystemExit(f"bench: {missing(part, path)}")
+    return path
+
+
+def workflow_file(name: str) -> Path:
+    return reference_file("workflows", f"{name}.workflow.json")
 
 
 def new_namespace(prefix: str = "bench") -> str:

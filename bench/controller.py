@@ -30,12 +30,11 @@ from typing import Any
 import psutil
 import yaml
 
-from bench.common import REPO, percentile
+from bench.common import REPO, percentile, reference_file
 
 TESTCLUSTER = REPO / "k8s" / "testcluster"
-CRD_FILES = [REPO / "k8s" / "crds" / "workerpools.hyperflow.agh.edu.pl.yaml",
-             REPO.parent / "shared" / "crds" / "keda.sh_scaledobjects.yaml",
-             REPO.parent / "shared" / "crds" / "monitoring.coreos.com_prometheusrules.yaml"]
+OUR_CRD = REPO / "k8s" / "crds" / "workerpools.hyperflow.agh.edu.pl.yaml"
+REFERENCE_CRDS = ["keda.sh_scaledobjects.yaml", "monitoring.coreos.com_prometheusrules.yaml"]
 POOL = ("hyperflow.agh.edu.pl/v1", "WorkerPool")
 CHILDREN = [("apps/v1", "Deployment"), ("monitoring.coreos.com/v1", "PrometheusRule"),
             ("keda.sh/v1alpha1", "ScaledObject")]
@@ -159,7 +158,7 @@ def measure(pools: int = 200) -> dict[str, Any]:
     try:
         api = KubeApi.from_config(kubeconfig)
         version = api.request("GET", "/version").get("gitVersion", "?")
-        for path in CRD_FILES:
+        for path in [OUR_CRD, *(reference_file("crds", n) for n in REFERENCE_CRDS)]:
             for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
                 if doc:
                     api.apply(_strip_cel(doc), field_manager="hyperpool-bench")

@@ -39,7 +39,14 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import WORKFLOWS, bench_env, bench_settings, delete_queues, new_namespace, workers
+from bench.common import (
+    bench_env,
+    bench_settings,
+    delete_queues,
+    new_namespace,
+    workers,
+    workflow_file,
+)
 from hyperpool.engine.dag import Dag, build_dag
 from hyperpool.engine.loader import load_workflow
 from hyperpool.routing import EXECUTION_MODELS_FILE
@@ -162,7 +169,7 @@ def simulate(dag: Dag, config: Config, stub: float) -> float:
 
 def run_once(name: str, config: Config, stub: float, namespace: str) -> float:
     work = Path(tempfile.mkdtemp(prefix=f"hyperpool-bench-{name}-"))
-    shutil.copy(WORKFLOWS / f"{name}.workflow.json", work / "workflow.json")
+    shutil.copy(workflow_file(name), work / "workflow.json")
     (work / EXECUTION_MODELS_FILE).write_text(json.dumps([{"name": n} for n in config.pooled]))
     summary = work / "summary.json"
     try:
@@ -195,7 +202,7 @@ def measure(plan: list[tuple[str, Config, float, int]]) -> list[Row]:
         with workers(starts, namespace=base, work_dir=home):
             for name, config, stub, repeats in plan:
                 namespace = spaces[config.name]
-                dag = build_dag(load_workflow(WORKFLOWS / f"{name}.workflow.json", env=ENV))
+                dag = build_dag(load_workflow(workflow_file(name), env=ENV))
                 best, critical = ideal(dag, config, stub)
                 row = Row(name, len(dag.tasks), config.name, stub, best, critical,
                           simulate(dag, config, stub))

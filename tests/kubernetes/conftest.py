@@ -2,8 +2,9 @@
 
 The cluster comes from ``k8s/testcluster``: ``build.sh`` (cached build of kube-apiserver,
 controller-manager, scheduler and a kubemark hollow node), ``up.sh STATE_DIR`` (writes
-``STATE_DIR/kubeconfig``), ``down.sh STATE_DIR``. Set ``HYPERPOOL_TEST_KUBECONFIG`` to use an
-already running cluster instead (nothing is started or stopped then).
+``STATE_DIR/kubeconfig``), ``down.sh STATE_DIR``; ``make test`` builds before pytest starts.
+Set ``HYPERPOOL_TEST_KUBECONFIG`` to use an already running cluster instead (nothing is
+started or stopped then).
 
 If neither is available the tests *fail* with that explanation rather than being skipped:
 ``pytest -m "not kubernetes"`` is the explicit way to leave them out.
@@ -26,14 +27,12 @@ from kopf.testing import KopfRunner
 from hyperpool.controller.api import ApiError, KubeApi, resource_path
 from hyperpool.controller.handlers import build_registry
 from hyperpool.controller.plan import ControllerConfig
+from tests.reference import reference_file
 
 REPO = Path(__file__).resolve().parents[2]
 TESTCLUSTER = REPO / "k8s" / "testcluster"
-CRD_FILES = [
-    REPO / "k8s" / "crds" / "workerpools.hyperflow.agh.edu.pl.yaml",
-    REPO.parent / "shared" / "crds" / "keda.sh_scaledobjects.yaml",
-    REPO.parent / "shared" / "crds" / "monitoring.coreos.com_prometheusrules.yaml",
-]
+OUR_CRD = REPO / "k8s" / "crds" / "workerpools.hyperflow.agh.edu.pl.yaml"
+REFERENCE_CRDS = ["keda.sh_scaledobjects.yaml", "monitoring.coreos.com_prometheusrules.yaml"]
 INTERVAL = 2.0  # the controller's repair timer in these tests
 TEST_MANAGER = "hyperpool-tests"
 NAMESPACE_PATTERN = "hp-*"
@@ -76,7 +75,12 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield existing
         return
     build, up, down = _script("build.sh"), _script("up.sh"), _script("down.sh")
-    subprocess.run(["bash", str(build)], check=True, timeout=3600)
+    # The build takes minutes when cold: `make test` runs it before pytest starts, never under
+    # a test's timeout. Here it is only checked.
+    if subprocess.run(["bash", str(build), "--check"]).returncode != 0:
+        pytest.fail("the test cluster's binaries are not built: run `make cluster` "
+                    "(k8s/testcluster/build.sh) first, or use `make test`, which does",
+                    pytrace=False)
     state = tmp_path_factory.mktemp("testcluster")
     try:
         subprocess.run(["bash", str(up), str(state)], check=True, timeout=600)
@@ -102,7 +106,9 @@ def _ready(api: KubeApi) -> bool:
 
 @pytest.fixture(scope="session")
 def crds(api: KubeApi) -> None:
-    for path in CRD_FILES:
+    # KEDA's and the Prometheus Operator's CRDs come from the reference data (tests/reference.py):
+    # without them the controller's ScaledObjects and PrometheusRules have nowhere to go.
+    for path in [OUR_CRD, *(reference_file("crds", name) for name in REFERENCE_CRDS)]:
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if not doc:
                 continue

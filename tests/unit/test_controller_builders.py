@@ -18,6 +18,7 @@ from hyperpool.quantities import QUANTITY_PATTERN
 from tests.unit.test_controller_support import (
     OUR_CRD,
     crd_schema,
+    design_document_manifest,
     load_crds,
     make_pool,
     schema_errors,
@@ -42,6 +43,12 @@ def k8s_valid(obj: dict) -> None:
 
 
 # -- the CRD ---------------------------------------------------------------------------------
+
+
+def test_the_example_manifest_is_the_design_documents():
+    """The tests' copy of the operator's example WorkerPool is the design document's, byte for
+    byte (skipped without the reference data; CI always has it)."""
+    assert seed_manifest_text() == design_document_manifest()
 
 
 def test_seed_manifest_passes_the_crd_schema_unchanged():

@@ -1,4 +1,4 @@
-"""Shared helpers for the controller tests: the seed manifest, CRD schemas, CEL, pools.
+"""Shared helpers for the controller tests: the example manifest, CRD schemas, CEL, pools.
 
 CRD schemas are OpenAPI v3; :func:`strict_jsonschema` turns one into JSON Schema that also
 rejects fields the API server would silently *prune* (a typo in a builder must fail a test, not
@@ -18,16 +18,50 @@ import celpy
 import jsonschema
 import yaml
 
+from tests.reference import reference_file
+
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-SEED = SHARED / "seeds" / "003_370e92326fd781de.txt"
-SHARED_CRDS = SHARED / "crds"
 OUR_CRD = REPO / "k8s" / "crds" / "workerpools.hyperflow.agh.edu.pl.yaml"
+# The reference data's CRD files (tests/reference.py), by the kind each defines.
+REFERENCE_CRDS = {"ScaledObject": "keda.sh_scaledobjects.yaml",
+                  "TriggerAuthentication": "keda.sh_triggerauthentications.yaml",
+                  "PodMonitor": "monitoring.coreos.com_podmonitors.yaml",
+                  "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml"}
+SEED_DOCUMENT = "003_370e92326fd781de.txt"  # the operator's design, with its example manifest
+# The HyperFlow Worker Pool Operator's example WorkerPool, exactly as its design document
+# writes it, so that controller tests run without the reference data;
+# test_the_example_manifest_is_the_design_documents checks the copy against the document.
+SEED_MANIFEST = """\
+apiVersion: hyperflow.agh.edu.pl/v1
+kind: WorkerPool
+metadata:
+  name: mproject
+spec:
+  taskType: mProject
+  image: kjanecki/montage2-amqp:latest
+  rabbitHostname: rabbitmq.default
+  prometheusUrl: http://monitoring-prometheus.default:9090
+  redisUrl: redis://redis:6379
+  minReplicaCount: 0
+  maxReplicaCount: 50
+  initialResources:
+    requests:
+      cpu: "0.5"
+      memory: "524288000"
+    limits:
+      cpu: "0.5"
+      memory: "524288000"
+"""
 
 
 def seed_manifest_text() -> str:
-    """The seed's example WorkerPool manifest, exactly as written in the seed."""
-    text = SEED.read_text(encoding="utf-8")
+    """The operator's example WorkerPool manifest, unchanged."""
+    return SEED_MANIFEST
+
+
+def design_document_manifest() -> str:
+    """The example manifest as the design document in the reference data writes it."""
+    text = reference_file("seeds", SEED_DOCUMENT).read_text(encoding="utf-8")
     return text.split("Example WorkerPool manifest:\n```\n", 1)[1].split("```", 1)[0]
 
 
@@ -52,13 +86,10 @@ def load_crds(path: Path) -> dict[str, dict]:
 
 @cache
 def crd_schema(kind: str) -> dict:
-    """The served version's openAPIV3Schema of ``kind`` (ours or the shared CRDs)."""
-    files = [OUR_CRD, *sorted(SHARED_CRDS.glob("*.yaml"))]
-    for path in files:
-        crds = load_crds(path)
-        if kind in crds:
-            return crds[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    raise KeyError(kind)
+    """The served version's openAPIV3Schema of ``kind`` (ours, or the reference data's CRDs:
+    the test skips when they are absent)."""
+    path = OUR_CRD if kind == "WorkerPool" else reference_file("crds", REFERENCE_CRDS[kind])
+    return load_crds(path)[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
 def _strict(node: Any) -> Any:

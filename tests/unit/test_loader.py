@@ -7,7 +7,7 @@ import pytest
 from hyperpool.engine.dag import build_dag
 from hyperpool.engine.loader import load_workflow, parse_workflow
 from hyperpool.errors import ConfigError
-from tests.conftest import WORKFLOWS
+from tests.reference import workflow_file
 
 ENV = {"HF_VAR_function": "command"}
 EXPECTED_TASKS = {
@@ -19,7 +19,7 @@ EXPECTED_TASKS = {
 
 @pytest.mark.parametrize("name,count", sorted(EXPECTED_TASKS.items()))
 def test_real_workflows_load(name, count):
-    wf = load_workflow(WORKFLOWS / f"{name}.workflow.json", env=ENV)
+    wf = load_workflow(workflow_file(name), env=ENV)
     dag = build_dag(wf)
     assert len(dag.tasks) == count
     # Dependencies point backwards: the expansion is a topological order.
@@ -27,7 +27,7 @@ def test_real_workflows_load(name, count):
 
 
 def test_legacy_montage_shape():
-    dag = build_dag(load_workflow(WORKFLOWS / "legacy-montage-0.25-43.workflow.json", env=ENV))
+    dag = build_dag(load_workflow(workflow_file("legacy-montage-0.25-43"), env=ENV))
     by_type = {}
     for task in dag.tasks:
         by_type.setdefault(task.task_type, []).append(task)
@@ -38,13 +38,13 @@ def test_legacy_montage_shape():
 
 
 def test_exit_process_does_not_dispatch():
-    wf = load_workflow(WORKFLOWS / "montage-0.25-44.workflow.json", env=ENV)
+    wf = load_workflow(workflow_file("montage-0.25-44"), env=ENV)
     assert [p.name for p in wf.processes if not p.dispatches] == ["Done"]
 
 
 def test_unknown_variable_is_named():
     with pytest.raises(ConfigError) as err:
-        load_workflow(WORKFLOWS / "montage-0.25-44.workflow.json", env={})
+        load_workflow(workflow_file("montage-0.25-44"), env={})
     assert "unknown variable {{function}}: set the environment variable HF_VAR_function" in str(
         err.value)
     assert "montage-0.25-44.workflow.json" in str(err.value)

@@ -7,28 +7,7 @@ from hyperpool.errors import ConfigError
 from hyperpool.models import TaskMessage, WorkerPool, WorkerPoolSpec, validate
 from hyperpool.quantities import canonical_quantity, format_bytes, format_cpu, parse_quantity
 from tests.conftest import REPO
-
-SEED_MANIFEST = """
-apiVersion: hyperflow.agh.edu.pl/v1
-kind: WorkerPool
-metadata:
-  name: mproject
-spec:
-  taskType: mProject
-  image: kjanecki/montage2-amqp:latest
-  rabbitHostname: rabbitmq.default
-  prometheusUrl: http://monitoring-prometheus.default:9090
-  redisUrl: redis://redis:6379
-  minReplicaCount: 0
-  maxReplicaCount: 50
-  initialResources:
-    requests:
-      cpu: "0.5"
-      memory: "524288000"
-    limits:
-      cpu: "0.5"
-      memory: "524288000"
-"""
+from tests.unit.test_controller_support import SEED_MANIFEST
 
 
 @pytest.mark.parametrize("text,expected", [
