@@ -102,7 +102,11 @@ def test_pools_up_scales_shows_status_and_drains_on_sigterm(
     queue = f"{namespace}.sleepy"
     try:
         wait_for(lambda: supervisor_of(redis_client, queue), timeout=20, what="supervisor state")
-        stream.send(queue, "slow", executable="sleep", args=["6"])  # outlasts the checks below
+        # The task runs until the test releases it: it outlasts the checks below however
+        # slow the machine is (a 6-s sleep once finished before /metrics was read).
+        release = tmp_path / "release"
+        stream.send(queue, "slow", executable="sh",
+                    args=["-c", f"while [ ! -e '{release}' ]; do sleep 0.05; done"])
         state, row = wait_for(lambda: (found := supervisor_of(redis_client, queue))
                               and found[1]["busy"] == 1 and found, timeout=15,
                               what="a busy worker")
@@ -127,8 +131,12 @@ def test_pools_up_scales_shows_status_and_drains_on_sigterm(
                          exported), exported
 
         proc.send_signal(signal.SIGTERM)  # drain: the running task finishes first
+        time.sleep(1.0)
+        assert proc.poll() is None, "pools up stopped before its running task finished"
+        signalled = time.time()
+        release.touch()
         result = stream.wait("slow", timeout=20)
-        assert result.exit_code == 0 and result.finished - result.started >= 5.9
+        assert result.exit_code == 0 and result.finished >= signalled
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
