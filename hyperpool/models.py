@@ -10,7 +10,6 @@ a typo (``maxReplicas``) is an error rather than a silently ignored knob.
 from __future__ import annotations
 
 import json
-import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from pydantic import (
 )
 
 from hyperpool.errors import ConfigError
+from hyperpool.names import ensure_relative_inside, file_name
 from hyperpool.quantities import parse_quantity
 
 STDERR_TAIL_BYTES = 4096
@@ -52,6 +52,14 @@ class TaskMessage(BaseModel):
     @classmethod
     def _args_as_strings(cls, value: Any) -> Any:
         # HyperFlow files carry numbers in args (e.g. mProjectPP "-x", 0.9); a command line is text.
+        if isinstance(value, str):
+            # Some HyperFlow files give a lone argument as a string: it is that argument. A
+            # string with spaces would need a shell's splitting rules, which nobody applies
+            # here (argv is passed as is): the author must say where the arguments split.
+            if value.split() != [value]:
+                raise ValueError(f"args is the string {value!r}: give the arguments as a list, "
+                                 f"e.g. {json.dumps(value.split())}")
+            return [value]
         if isinstance(value, list):
             return [
                 json.dumps(v) if isinstance(v, bool) else str(v)
@@ -71,7 +79,7 @@ class TaskMessage(BaseModel):
     @classmethod
     def _outputs_stay_inside(cls, value: list[Any]) -> list[Any]:
         for item in value:
-            ensure_relative_inside(_file_name(item))
+            ensure_relative_inside(file_name(item))
         return value
 
     @field_validator("inputs")
@@ -80,28 +88,10 @@ class TaskMessage(BaseModel):
         # Absolute inputs are allowed: real workflows read pre-staged reference data that way
         # (Soykb's /home/ubuntu/data/...). Climbing out of the work dir with '..' is not.
         for item in value:
-            name = _file_name(item)
+            name = file_name(item)
             if ".." in Path(name).parts or "\x00" in name:
                 raise ValueError(f"input {name!r} must not contain '..'")
         return value
-
-
-def _file_name(item: Any) -> str:
-    """HyperFlow lists files as names or as ``{"name": ...}`` objects."""
-    if isinstance(item, str):
-        return item
-    if isinstance(item, dict) and isinstance(item.get("name"), str):
-        return item["name"]
-    raise ValueError(f"expected a file name or an object with a 'name', got {item!r}")
-
-
-def ensure_relative_inside(name: str) -> str:
-    """Reject a file name that could escape the task's work dir (absolute or with ``..``)."""
-    if not name or "\x00" in name:
-        raise ValueError(f"invalid file name {name!r}")
-    if os.path.isabs(name) or ".." in Path(name).parts:
-        raise ValueError(f"file name {name!r} must be relative to the work dir without '..'")
-    return name
 
 
 class TaskResult(BaseModel):

@@ -14,13 +14,19 @@ from pathlib import Path
 
 from hyperpool.errors import ConfigError
 from hyperpool.models import ExecutionModel, WorkerPoolSpec, validate
+from hyperpool.names import ensure_queue_name
 
 EXECUTION_MODELS_FILE = "workflow.config.executionModels.json"
 
 
 def queue_for(task_type: str, namespace: str, override: str | None = None) -> str:
-    """The queue a task type's pool consumes in ``namespace``."""
-    return override or f"{namespace}.{task_type}"
+    """The queue a task type's pool consumes in ``namespace``; :class:`ConfigError` (without a
+    source: callers add theirs) when RabbitMQ could not take the name."""
+    queue = override or f"{namespace}.{task_type}"
+    try:
+        return ensure_queue_name(queue)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def pool_queue(spec: WorkerPoolSpec, namespace: str) -> str:
@@ -69,8 +75,16 @@ def parse_execution_models(data: object, *, source: str) -> list[ExecutionModel]
     return entries
 
 
-def build_routing(entries: Iterable[ExecutionModel], namespace: str) -> Routing:
-    return Routing(namespace, {e.name: queue_for(e.name, namespace, e.queue) for e in entries})
+def build_routing(entries: Iterable[ExecutionModel], namespace: str, *,
+                  source: str = "executionModels") -> Routing:
+    queues = {}
+    for index, entry in enumerate(entries):
+        try:
+            queues[entry.name] = queue_for(entry.name, namespace, entry.queue)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, source=source,
+                              where=f"[{index}].{'queue' if entry.queue else 'name'}") from None
+    return Routing(namespace, queues)
 
 
 def load_routing(work_dir: str | Path, namespace: str) -> Routing:
@@ -86,4 +100,5 @@ def load_routing(work_dir: str | Path, namespace: str) -> Routing:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
-    return build_routing(parse_execution_models(data, source=str(path)), namespace)
+    return build_routing(parse_execution_models(data, source=str(path)), namespace,
+                         source=str(path))

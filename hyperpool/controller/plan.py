@@ -24,6 +24,7 @@ from hyperpool.controller.scaler import build_scaled_object
 from hyperpool.controller.status import Finding
 from hyperpool.controller.templates import TemplateError, Templates
 from hyperpool.controller.workload import build_deployment, build_service_account
+from hyperpool.errors import ConfigError
 from hyperpool.models import WorkerPoolSpec, describe_validation_error, is_extended_resource
 from hyperpool.quantities import canonical_quantity, parse_quantity
 from hyperpool.routing import pool_queue
@@ -126,7 +127,10 @@ def plan(pool: Mapping[str, Any], budget: Mapping[str, Decimal] | None, *,
     if not prometheus_url:
         return _invalid("spec.prometheusUrl: required (the controller has no default)")
     namespace = meta["namespace"]
-    queue = pool_queue(spec, namespace)
+    try:
+        queue = pool_queue(spec, namespace)
+    except ConfigError as exc:
+        return _invalid(f"spec.{'queueName' if spec.queueName else 'taskType'}: {exc.message}")
     resources = _resources(spec)
     requests = pod_quota_requests({"containers": [{"resources": resources}]})
     child = naming.child_name(meta["name"])

@@ -3,7 +3,9 @@
 Supported: the dataflow subset that real HyperFlow Montage/Soykb/RemoteJobs workflows use —
 ``processes``/``signals`` (or legacy ``tasks``/``data``), ``ins``/``outs`` as signal indices or
 names, ``{{var}}`` from ``HF_VAR_var``, initial signals from ``data`` arrays or the workflow's
-``ins``, ``firingLimit``, processes without an executor or with ``function: "exit"``.
+``ins``, ``firingLimit``, processes without an executor or with ``function: "exit"``. Every
+process's task message is validated here, before any task runs (a redirect out of the work
+dir, ``args`` that are not a list of arguments), with the file and field named.
 
 Not supported, and rejected up front rather than mis-run: process types other than
 ``dataflow`` (``foreach``, ``choice``, ``join``, ``splitter``), control signals
@@ -20,7 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from hyperpool.errors import ConfigError
+from hyperpool.models import TaskMessage
 
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 SUPPORTED_TYPES = {"dataflow"}
@@ -166,6 +171,43 @@ def _process(raw: Any, i: int, key: str, index: _SignalIndex, source: str) -> Pr
                    refs["ins"], refs["outs"], limit)
 
 
+def message_fields(process: Process, signals: list[Signal]) -> dict[str, Any]:
+    """What every task of ``process`` sends: its executor with its files (signal names);
+    the engine adds the task's id, type and work dir."""
+    fields: dict[str, Any] = dict(process.executor or {})
+    fields.update(inputs=[signals[s].name for s in process.ins],
+                  outputs=[signals[s].name for s in process.outs])
+    return fields
+
+
+def _check_message(process: Process, signals: list[Signal], source: str, where: str) -> None:
+    """A task message is checked when the workflow loads, not when its task is dispatched:
+    a redirect leaving the work dir must not cost the run every task before it."""
+    try:
+        TaskMessage.model_validate(message_fields(process, signals))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = err["loc"][0] if err["loc"] else None
+        place = {"inputs": "ins", "outputs": "outs"}.get(str(field))
+        place = place or ".".join(["config.executor", *map(str, err["loc"])])
+        raise ConfigError(err["msg"].removeprefix("Value error, "), source=source,
+                          where=f"{where}.{place}") from None
+
+
+def _check_no_copies(processes: list[Process], key: str, source: str) -> None:
+    """Processes may share a name (it is their task type: Montage has 73 ``mDiffFit``), but an
+    exact copy of a process would run the same command twice for nothing."""
+    seen: dict[str, int] = {}
+    for proc in processes:
+        body = json.dumps([proc.name, proc.function, proc.executor, proc.ins, proc.outs,
+                           proc.firing_limit], sort_keys=True, default=str)
+        if body in seen:
+            raise ConfigError(f"is an exact copy of {key}[{seen[body]}]: it would run the same "
+                              "command on the same signals twice; remove one",
+                              source=source, where=f"{key}[{proc.index}] ({proc.name})")
+        seen[body] = proc.index
+
+
 def parse_workflow(doc: Any, *, source: str, env: Mapping[str, str] | None = None) -> Workflow:
     """Validate a parsed workflow document; see the module docstring for the subset."""
     if not isinstance(doc, dict):
@@ -179,6 +221,10 @@ def parse_workflow(doc: Any, *, source: str, env: Mapping[str, str] | None = Non
     index = _SignalIndex(signals, source)
     processes = [_process(p, i, proc_key, index, source)
                  for i, p in enumerate(_pick(doc, ("processes", "tasks"), source))]
+    for proc in processes:
+        if proc.dispatches:
+            _check_message(proc, signals, source, f"{proc_key}[{proc.index}] ({proc.name})")
+    _check_no_copies(processes, proc_key, source)
     ins = doc.get("ins", [])
     if not isinstance(ins, list):
         raise ConfigError("'ins' must be a list", source=source, where="ins")

@@ -25,6 +25,7 @@ import redis
 from hyperpool import metrics
 from hyperpool.engine.dag import Dag, Task
 from hyperpool.engine.jobs import JobLauncher, jobs_key
+from hyperpool.engine.loader import message_fields
 from hyperpool.engine.state import DISPATCHED, DONE, FAILED, READY, RETRY, SKIPPED, RunState
 from hyperpool.errors import ConfigError, ServiceUnavailable
 from hyperpool.executor.publisher import Publisher
@@ -110,11 +111,9 @@ class Engine:
         return f"{self.run_id}:{task.process.index}:{task.firing}"
 
     def message(self, task: Task) -> dict[str, Any]:
-        msg: dict[str, Any] = dict(task.process.executor or {})
+        msg = message_fields(task.process, self.dag.workflow.signals)
         msg.update(taskId=self.task_id(task), name=task.task_type,
-                   work_dir=str(self.options.work_dir),
-                   inputs=[self.dag.workflow.signals[s].name for s in task.process.ins],
-                   outputs=[self.dag.workflow.signals[s].name for s in task.process.outs])
+                   work_dir=str(self.options.work_dir))
         if self.options.stub_sleep is not None:
             msg["stub_sleep"] = self.options.stub_sleep
         return msg

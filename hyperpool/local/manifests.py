@@ -112,10 +112,15 @@ def pool_config(source: str, pool: WorkerPool, namespace: str,
                 default_request: Resources = DEFAULT_WORKER_REQUEST) -> PoolConfig:
     """The local pool of one validated manifest (queue in its namespace, else ``namespace``)."""
     spec = pool.spec
+    try:
+        queue = pool_queue(spec, pool.metadata.namespace or namespace)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, source=source,
+                          where="spec.queueName" if spec.queueName else "spec.taskType") from None
     return PoolConfig(
         name=pool.metadata.name,
         task_type=spec.taskType,
-        queue=pool_queue(spec, pool.metadata.namespace or namespace),
+        queue=queue,
         min_replicas=spec.minReplicaCount,
         max_replicas=spec.maxReplicaCount,
         request=_request(pool, default_request),

@@ -231,6 +231,25 @@ def test_bad_output_paths_are_rejected_before_any_task_runs(tmp_path, namespace,
     assert not (work / "ran").exists(), "the task ran before the bad path was reported"
 
 
+@pytest.mark.parametrize("pooled", [True, False], ids=["pool", "job"])
+@pytest.mark.parametrize("executor,where,fragment", [
+    ({"executable": "true", "stdout": "../../x"}, "config.executor.stdout", "relative"),
+    ({"executable": "true", "stderr": "/tmp/x"}, "config.executor.stderr", "relative"),
+    ({"executable": "true", "args": "-c x"}, "config.executor.args", "as a list"),
+])
+def test_bad_task_messages_are_rejected_before_any_task_runs(tmp_path, namespace, pooled,
+                                                             executor, where, fragment):
+    """Once the engine died mid-run on these (pool), or failed the task after its predecessors
+    had run (job model). Now the workflow is rejected when it loads, naming file and field."""
+    wf = chain(("first", {"executable": "touch", "args": ["ran"]}), ("bad", executor))
+    work = workdir_for(tmp_path, wf, ["bad"] if pooled else [])
+    proc = run_cli(work, namespace)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{work / 'workflow.json'}: processes[1] (bad).{where}: " in proc.stderr
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr
+    assert not (work / "ran").exists(), "a task ran before the bad message was reported"
+
+
 def test_a_failing_run_with_a_timeline_still_reports_the_failure(tmp_path, namespace):
     wf = chain(("only", {"executable": "false"}))
     work = workdir_for(tmp_path, wf, [])

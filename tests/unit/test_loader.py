@@ -128,3 +128,52 @@ def test_input_nobody_produces(tmp_path):
 ])
 def test_unsupported_or_invalid(tmp_path, doc, fragment):
     assert fragment in broken(tmp_path, doc)
+
+
+def one_process(executor: dict, outs: list[str] | None = None) -> dict:
+    names = ["in", *(outs or [])]
+    return {"processes": [{"name": "a", "ins": ["in"], "outs": outs or [],
+                           "config": {"executor": executor}}],
+            "signals": [{"name": n} for n in names], "ins": ["in"]}
+
+
+@pytest.mark.parametrize("doc,where,fragment", [
+    (one_process({"executable": "x", "stdout": "../../x"}), "config.executor.stdout",
+     "must be relative to the work dir"),
+    (one_process({"executable": "x", "stderrAppend": "/var/log/x"}),
+     "config.executor.stderrAppend", "must be relative to the work dir"),
+    (one_process({"executable": "x", "args": "-c 'echo hi'"}), "config.executor.args",
+     "give the arguments as a list"),
+    (one_process({"executable": "x", "args": [["nested"]]}), "config.executor.args.0",
+     "valid string"),
+    (one_process({"executable": ""}), "config.executor.executable", "at least 1 character"),
+    (one_process({"executable": "x"}, outs=["/abs/out.fits"]), "outs",
+     "must be relative to the work dir"),
+])
+def test_bad_task_messages_are_rejected_at_load(doc, where, fragment):
+    with pytest.raises(ConfigError) as err:
+        parse_workflow(doc, source="wf.json")
+    assert str(err.value).startswith(f"wf.json: processes[0] (a).{where}: "), str(err.value)
+    assert fragment in str(err.value)
+
+
+def test_a_lone_argument_given_as_a_string_is_that_argument():
+    wf = parse_workflow(one_process({"executable": "cat", "args": "in"}), source="wf.json")
+    assert wf.processes[0].executor == {"executable": "cat", "args": "in"}  # sent as written
+
+
+def test_exit_processes_are_not_task_messages():
+    doc = one_process({"executable": "", "stdout": "/x"})
+    doc["processes"][0]["function"] = "exit"
+    assert not parse_workflow(doc, source="wf.json").processes[0].dispatches
+
+
+def test_an_exact_copy_of_a_process_is_rejected_but_shared_names_are_task_types():
+    doc = one_process({"executable": "x", "args": ["1"]})
+    doc["processes"].append(dict(doc["processes"][0], config={"executor": {
+        "executable": "x", "args": ["2"]}}))
+    assert len(build_dag(parse_workflow(doc, source="wf.json")).tasks) == 2
+    doc["processes"].append(doc["processes"][0])
+    with pytest.raises(ConfigError, match=r"wf.json: processes\[2\] \(a\): is an exact copy of "
+                                          r"processes\[0\]"):
+        parse_workflow(doc, source="wf.json")

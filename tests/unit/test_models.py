@@ -72,7 +72,7 @@ def test_task_message_keeps_unknown_fields_and_stringifies_args():
 
 
 @pytest.mark.parametrize("bad", [
-    {"args": ["x"]}, {"executable": ""}, {"executable": "ls", "args": "not-a-list"},
+    {"args": ["x"]}, {"executable": ""}, {"executable": "ls", "args": "-l not-a-list"},
     {"executable": "ls", "stdout": "../escape"}, {"executable": "ls", "stderr": "/etc/passwd"},
     {"executable": "ls", "shell": "maybe"},
 ])
@@ -112,3 +112,12 @@ def test_files_cannot_escape_the_work_dir(field, value, ok):
 ])
 def test_canonical_quantities_match_the_api_server(text, canonical):
     assert canonical_quantity(text) == canonical
+
+
+def test_args_given_as_one_string_are_that_one_argument():
+    """As some HyperFlow files write a lone argument; with spaces, nobody can tell where the
+    arguments split (no shell runs): the message asks for a list and shows one."""
+    assert TaskMessage.model_validate({"executable": "ls", "args": "input.txt"}).args == [
+        "input.txt"]
+    with pytest.raises(ValueError, match=r'give the arguments as a list, e.g. \["-l", "x"\]'):
+        TaskMessage.model_validate({"executable": "ls", "args": "-l x"})

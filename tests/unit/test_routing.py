@@ -46,3 +46,21 @@ def test_malformed_execution_models(tmp_path, content, fragment):
         load_routing(tmp_path, "ns")
     assert EXECUTION_MODELS_FILE in str(err.value)
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("entry,where", [
+    ({"name": "t", "queue": "q" * 256}, "[0].queue"),
+    ({"name": "t" * 250}, "[0].name"),  # the derived ns.<name> is over 255 bytes
+    ({"name": "t", "queue": "é" * 128}, "[0].queue"),  # 256 bytes in UTF-8, 128 characters
+])
+def test_queue_names_rabbitmq_cannot_take_are_rejected_at_load(tmp_path, entry, where):
+    path = write(tmp_path, json.dumps([entry])) / EXECUTION_MODELS_FILE
+    with pytest.raises(ConfigError) as err:
+        load_routing(tmp_path, "montage")
+    assert str(err.value).startswith(f"{path}: {where}: queue name ")
+    assert "RabbitMQ allows at most 255" in str(err.value)
+
+
+def test_a_queue_name_of_255_bytes_is_accepted(tmp_path):
+    write(tmp_path, json.dumps([{"name": "t", "queue": "q" * 255}]))
+    assert load_routing(tmp_path, "ns").queue("t") == "q" * 255
