@@ -7,6 +7,7 @@ with its spec): ``<namespace>.<taskType>`` unless ``queue``/``queueName`` overri
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -102,3 +103,18 @@ def load_routing(work_dir: str | Path, namespace: str) -> Routing:
         raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
     return build_routing(parse_execution_models(data, source=str(path)), namespace,
                          source=str(path))
+
+
+def unmatched_entries(routing: Routing, task_types: Iterable[str]) -> list[str]:
+    """Warnings for executionModels entries no task of the workflow has: a typo there silently
+    sends the type it meant to the job model, so each names the closest task types."""
+    present = sorted(set(task_types))
+    out = []
+    for name in sorted(set(routing.queues) - set(present)):
+        close = difflib.get_close_matches(name, present, n=3, cutoff=0.6)
+        hint = (f"did you mean {' or '.join(map(repr, close))}?" if close
+                else f"the workflow's task types are {', '.join(present[:8]) or 'none'}"
+                     f"{', ...' if len(present) > 8 else ''}")
+        out.append(f"{EXECUTION_MODELS_FILE}: entry {name!r} matches no task of the workflow, "
+                   f"so nothing runs in its pool; {hint}")
+    return out

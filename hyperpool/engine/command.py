@@ -17,7 +17,7 @@ from hyperpool.engine.report import Progress, failure_report, summary, write_sum
 from hyperpool.engine.run import Engine, RunOptions, last_run
 from hyperpool.errors import ConfigError, ServiceUnavailable, WorkflowFailed
 from hyperpool.executor.publisher import Publisher
-from hyperpool.routing import load_routing
+from hyperpool.routing import load_routing, unmatched_entries
 from hyperpool.services import check_broker, check_redis
 from hyperpool.settings import Settings, load_settings
 
@@ -82,6 +82,8 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
         check_timeline_path(timeline)
     dag = build_dag(load_workflow(workdir))
     routing = load_routing(workdir, namespace)
+    for warning in unmatched_entries(routing, (t.task_type for t in dag.tasks)):
+        click.echo(f"hyperpool: warning: {warning}", err=True)
     client = check_redis(settings)
     if metrics_port is not None or settings.metrics_port is not None:
         from hyperpool import metrics

@@ -250,6 +250,17 @@ def test_bad_task_messages_are_rejected_before_any_task_runs(tmp_path, namespace
     assert not (work / "ran").exists(), "a task ran before the bad message was reported"
 
 
+def test_an_execution_models_typo_is_warned_about_and_the_run_goes_on(tmp_path, namespace):
+    work = workdir_for(tmp_path, chain(("first", {"executable": "touch", "args": ["ran"]})),
+                       ["frist"])
+    proc = run_cli(work, namespace)
+    assert proc.returncode == 0, proc.stderr
+    assert ("hyperpool: warning: workflow.config.executionModels.json: entry 'frist' matches "
+            "no task of the workflow, so nothing runs in its pool; did you mean 'first'?"
+            in proc.stderr)
+    assert (work / "ran").exists()
+
+
 def test_a_failing_run_with_a_timeline_still_reports_the_failure(tmp_path, namespace):
     wf = chain(("only", {"executable": "false"}))
     work = workdir_for(tmp_path, wf, [])

@@ -4,7 +4,13 @@ import pytest
 
 from hyperpool.errors import ConfigError
 from hyperpool.models import WorkerPoolSpec
-from hyperpool.routing import EXECUTION_MODELS_FILE, load_routing, pool_queue, queue_for
+from hyperpool.routing import (
+    EXECUTION_MODELS_FILE,
+    load_routing,
+    pool_queue,
+    queue_for,
+    unmatched_entries,
+)
 
 
 def write(tmp_path, content):
@@ -64,3 +70,14 @@ def test_queue_names_rabbitmq_cannot_take_are_rejected_at_load(tmp_path, entry, 
 def test_a_queue_name_of_255_bytes_is_accepted(tmp_path):
     write(tmp_path, json.dumps([{"name": "t", "queue": "q" * 255}]))
     assert load_routing(tmp_path, "ns").queue("t") == "q" * 255
+
+
+def test_entries_matching_no_task_type_are_warned_about_with_the_closest_types(tmp_path):
+    write(tmp_path, json.dumps([{"name": "mProjectP"}, {"name": "mDiffFit"}, {"name": "zzz"}]))
+    routing = load_routing(tmp_path, "ns")
+    warnings = unmatched_entries(routing, ["mProjectPP", "mDiffFit", "mAdd", "mDiffFit"])
+    assert warnings == [
+        f"{EXECUTION_MODELS_FILE}: entry 'mProjectP' matches no task of the workflow, so "
+        "nothing runs in its pool; did you mean 'mProjectPP'?",
+        f"{EXECUTION_MODELS_FILE}: entry 'zzz' matches no task of the workflow, so nothing "
+        "runs in its pool; the workflow's task types are mAdd, mDiffFit, mProjectPP"]
