@@ -29,7 +29,12 @@ from hyperpool.errors import ConfigError, HyperpoolError, ServiceUnavailable
 from hyperpool.executor.queues import DEAD_LETTER_SUFFIX
 from hyperpool.local.budget import Resources, local_budget, worker_request
 from hyperpool.local.management import ManagementApi
-from hyperpool.local.manifests import PoolConfig, default_pool, pools_from_manifests
+from hyperpool.local.manifests import (
+    PoolConfig,
+    check_fit,
+    default_pool,
+    pools_from_manifests,
+)
 from hyperpool.local.metrics import PoolMetrics, share_with_workers
 from hyperpool.local.state import StatePublisher, read_states
 from hyperpool.local.supervisor import (
@@ -124,6 +129,9 @@ def validate(files: tuple[Path, ...], workdir: Path | None, namespace: str | Non
     found = resolve_pools(files, workdir, namespace or settings.namespace,
                           worker_request(worker_cpu, worker_memory))
     console().print(pools_table(found, budget))
+    # The rule and message of `pools up` and `run --pools`: what they refuse, this refuses.
+    for warning in check_fit(found, budget):
+        click.echo(f"hyperpool pools: warning: {warning}", err=True)
 
 
 @pools.command()

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from hyperpool.errors import ConfigError
-from hyperpool.local.budget import DEFAULT_WORKER_REQUEST, Resources
+from hyperpool.local.budget import DEFAULT_WORKER_REQUEST, NOTHING, Resources
 from hyperpool.models import WorkerPool, WorkerPoolSpec, validate
 from hyperpool.routing import Routing, pool_queue
 
@@ -180,3 +180,23 @@ def pools_for_routing(routing: Routing, manifests: Sequence[PoolConfig],
         pools.append(replace(manifest, queue=queue))
     _check_unique(pools)
     return pools
+
+
+def check_fit(pools: Sequence[PoolConfig], budget: Resources) -> list[str]:
+    """The one fit rule of ``pools validate``, ``pools up`` and ``run``: refuse a pool of which
+    not even one worker fits the budget (its tasks would wait forever); return a warning when
+    the pools' minReplicaCount together exceed it (some then stay below their minimum)."""
+    for pool in pools:
+        if not pool.request.fits_in(budget):
+            raise ConfigError(
+                f"pool {pool.name!r}: one worker requests {pool.request.describe()} but the "
+                f"local budget is {budget.describe()}; lower spec.initialResources.requests "
+                "or raise --budget-cpu/--budget-memory", source=pool.source)
+    floor = NOTHING
+    for pool in pools:
+        for _ in range(pool.min_replicas):
+            floor = floor + pool.request
+    if floor.fits_in(budget):
+        return []
+    return [f"the pools' minReplicaCount need {floor.describe()}, more than the budget "
+            f"{budget.describe()}; some will stay below their minimum"]

@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hyperpool.errors import ConfigError
 from hyperpool.local.budget import NOTHING, Resources
-from hyperpool.local.manifests import PoolConfig
+from hyperpool.local.manifests import PoolConfig, check_fit
 from hyperpool.local.pool import Pool
 from hyperpool.local.probe import QueueProbe
 from hyperpool.local.workers import WorkerProcess, refresh_busy
@@ -97,22 +96,8 @@ class Supervisor:
     # -- set-up ---------------------------------------------------------------------------
     def check_budget(self) -> None:
         """Refuse pools of which not even one worker fits (their tasks would wait forever)."""
-        budget = self.options.budget
-        for pool in self.pools:
-            request = pool.config.request
-            if not request.fits_in(budget):
-                raise ConfigError(
-                    f"pool {pool.config.name!r}: one worker requests {request.describe()} but "
-                    f"the local budget is {budget.describe()}; lower "
-                    "spec.initialResources.requests or raise --budget-cpu/--budget-memory",
-                    source=pool.config.source)
-        floor = NOTHING
-        for pool in self.pools:
-            for _ in range(pool.config.min_replicas):
-                floor = floor + pool.config.request
-        if not floor.fits_in(budget):
-            log.warning("the pools' minReplicaCount need %s, more than the budget %s; some "
-                        "will stay below their minimum", floor.describe(), budget.describe())
+        for warning in check_fit([pool.config for pool in self.pools], self.options.budget):
+            log.warning("%s", warning)
 
     # -- the reconcile loop ---------------------------------------------------------------
     def _reap(self, now: float) -> None:

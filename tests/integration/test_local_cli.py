@@ -159,6 +159,11 @@ def test_pools_up_without_pools_or_with_an_oversized_pool_fails_in_one_line(
     refused = hyperpool("pools", "up", "-f", str(big), "--budget-cpu", "250m", env=env)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "big.yaml: document 1: pool 'big': one worker requests cpu 500m" in refused.stderr
+    # `pools validate` applies the same rule, with the same message (it once said OK, FIT 0).
+    checked = hyperpool("pools", "validate", "-f", str(big), "--budget-cpu", "250m", env=env)
+    assert checked.returncode == 2 and "Traceback" not in checked.stderr
+    assert checked.stderr.splitlines()[-1] == refused.stderr.splitlines()[-1]
+    assert "big" in checked.stdout, "the table is still shown"
 
 
 def test_status_without_a_supervisor_reads_the_management_api(namespace, tmp_path, settings):
