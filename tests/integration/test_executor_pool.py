@@ -168,6 +168,33 @@ def test_unreachable_service_is_one_clear_line(tmp_path, namespace, variable, ur
     assert len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("variable,url,code,advice", [
+    ("HYPERPOOL_BROKER_URL", "amqp://guest:wrong@127.0.0.1:5672//", 3,
+     "the login was refused: check the user and password"),
+    ("HYPERPOOL_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/no-such-vhost", 3,
+     "the vhost 'no-such-vhost' does not exist"),
+    ("HYPERPOOL_BROKER_URL", "amqp://guest:guest@no-such-host.invalid:5672//", 3,
+     "the host name 'no-such-host.invalid' does not resolve"),
+    ("HYPERPOOL_BROKER_URL", "amqp://guest:guest@127.0.0.1:1//", 3,
+     "start it with `rabbitmq-server -detached`"),
+    ("HYPERPOOL_BROKER_URL", "notaurl", 2, "HYPERPOOL_BROKER_URL: 'notaurl' is not a RabbitMQ URL"),
+    ("HYPERPOOL_BROKER_URL", "http://127.0.0.1:15672", 2, "is not a RabbitMQ URL: expected amqp://"),
+    ("HYPERPOOL_REDIS_URL", "localhost:6379", 2, "is not a Redis URL: expected redis://"),
+])
+def test_each_connection_failure_gets_its_own_advice(tmp_path, namespace, variable, url, code,
+                                                     advice):
+    """The start-the-server hint only where nothing listens (it once came for a wrong password
+    and for a URL that is not one too)."""
+    env = hyperpool_env(namespace, tmp_path, HYPERPOOL_CONNECT_TIMEOUT="2", **{variable: url})
+    proc = subprocess.run([sys.executable, "-m", "hyperpool", "worker", "-Q", f"{namespace}.x"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    err = proc.stderr.strip()
+    assert proc.returncode == code, err
+    assert advice in err and "Traceback" not in err and len(err.splitlines()) == 1
+    if "start it with" not in advice:
+        assert "rabbitmq-server -detached" not in err
+
+
 def test_poison_message_is_reported_and_dead_lettered(settings, redis_client, namespace,
                                                       start_worker, tmp_path):
     """A task that kills its worker process on every delivery must not block the queue.
