@@ -92,7 +92,8 @@ def execute(message_file: str | None, message_json: str | None, reply_to: str | 
 def _register_optional_commands() -> None:
     """Commands whose modules pull in heavy dependencies are imported lazily."""
     LazyGroup.lazy["run"] = "hyperpool.engine.command:run"
-    LazyGroup.lazy.update(pools="hyperpool.local.cli:pools", status="hyperpool.local.cli:status")
+    LazyGroup.lazy.update(pools="hyperpool.local.cli:pools",
+                          status="hyperpool.local.status_command:status")
     LazyGroup.lazy["controller"] = "hyperpool.controller.command:controller"
 
 

@@ -1,34 +1,25 @@
-"""``hyperpool pools up | validate`` and ``hyperpool status``.
+"""``hyperpool pools up | validate`` (``hyperpool status`` is in :mod:`.status_command`).
 
 ``pools up`` is the local stand-in for the operator: it reads the WorkerPool manifests a user
 would ``kubectl apply`` and keeps autoscaled worker processes for them in the foreground until
-Ctrl-C/SIGTERM, which drains (running tasks finish; a second Ctrl-C kills). ``status`` reads
-what live supervisors publish in Redis and, for queues nobody supervises, asks the RabbitMQ
-management API, so it works from any terminal or container.
+Ctrl-C/SIGTERM, which drains (running tasks finish; a second Ctrl-C kills).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
-import redis
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
-from hyperpool.errors import ConfigError, HyperpoolError, ServiceUnavailable
-from hyperpool.executor.queues import DEAD_LETTER_SUFFIX
+from hyperpool.errors import ConfigError
 from hyperpool.local.budget import Resources, local_budget, worker_request
-from hyperpool.local.management import ManagementApi
 from hyperpool.local.manifests import (
     PoolConfig,
     check_fit,
@@ -36,7 +27,7 @@ from hyperpool.local.manifests import (
     pools_from_manifests,
 )
 from hyperpool.local.metrics import PoolMetrics, share_with_workers
-from hyperpool.local.state import StatePublisher, read_states
+from hyperpool.local.state import StatePublisher
 from hyperpool.local.supervisor import (
     DEFAULT_COOLDOWN,
     DEFAULT_INTERVAL,
@@ -45,7 +36,7 @@ from hyperpool.local.supervisor import (
 )
 from hyperpool.routing import load_routing
 from hyperpool.scaling import quota_max_replicas
-from hyperpool.services import check_redis, redis_client
+from hyperpool.services import check_redis
 from hyperpool.settings import load_settings
 
 FILES = click.option(
@@ -203,141 +194,3 @@ def up(files: tuple[Path, ...], workdir: Path | None, namespace: str | None,
     click.echo("hyperpool pools: stopped", err=True)
     if signals > 1:
         sys.exit(130)
-
-
-# -- status -------------------------------------------------------------------------------
-def gather_status(namespace: str) -> dict[str, Any]:
-    """Supervisor snapshots from Redis plus the namespace's queues from the management API."""
-    settings = load_settings()
-    notes: list[str] = []
-    try:
-        states = read_states(redis_client(settings))
-    except (redis.RedisError, OSError) as exc:
-        states = []
-        notes.append(f"Redis unreachable, supervisors unknown: {exc}")
-    try:
-        queues = ManagementApi(settings).queues()
-    except HyperpoolError as exc:
-        if not states:
-            raise
-        queues = {}
-        notes.append(str(exc))
-    rows: list[dict[str, Any]] = []
-    served: set[str] = set()
-    for state in states:
-        for pool in state.get("pools", []):
-            served.add(pool["queue"])
-            dead = queues.get(pool["queue"] + DEAD_LETTER_SUFFIX)
-            rows.append({**{k: v for k, v in pool.items() if k != "workers"},
-                         "dead": dead.depth if dead else None, "supervisor": state["id"]})
-    for name, stats in sorted(queues.items()):
-        if (not name.startswith(namespace + ".") or name.endswith(DEAD_LETTER_SUFFIX)
-                or name in served):
-            continue
-        dead = queues.get(name + DEAD_LETTER_SUFFIX)
-        rows.append({"name": None, "queue": name, "ready": stats.ready,
-                     "unacked": stats.unacked, "consumers": stats.consumers,
-                     "depth": stats.depth, "replicas": None, "draining": None,
-                     "desired": None, "dead": dead.depth if dead else None,
-                     "supervisor": None})
-    supervisors = [{k: v for k, v in s.items() if k != "pools"} for s in states]
-    return {"namespace": namespace, "supervisors": supervisors, "pools": rows, "notes": notes}
-
-
-def _cell(value: object) -> str:
-    return "-" if value is None else str(value)
-
-
-def render_status(data: dict[str, Any], out: Console) -> None:
-    for sup in data["supervisors"]:
-        out.print(f"supervisor [bold]{sup['id']}[/] (namespace {sup['namespace']}): "
-                      f"budget cpu {sup['budget']['cpu']}, memory {sup['budget']['memory']}; "
-                      f"used cpu {sup['used']['cpu']}, memory {sup['used']['memory']}; "
-                      f"cooldown {sup['cooldown']:g}s")
-    if not data["supervisors"]:
-        out.print("no pool supervisor running; queue depths from the RabbitMQ "
-                      "management API")
-    table = Table()
-    table.add_column("POOL", overflow="fold")
-    table.add_column("QUEUE", overflow="fold")
-    for column in ("READY", "UNACKED", "CONSUMERS", "REPLICAS", "DESIRED", "REQUEST", "DEAD"):
-        table.add_column(column, justify="right")
-    for row in data["pools"]:
-        replicas = _cell(row["replicas"])
-        if row.get("draining"):
-            replicas += f" (+{row['draining']} draining)"
-        request = row.get("request")
-        table.add_row(_cell(row["name"]), row["queue"], _cell(row["ready"]),
-                      _cell(row["unacked"]), _cell(row["consumers"]), replicas,
-                      _cell(row["desired"]) + (" (quota)" if row.get("quota_limited") else ""),
-                      f"{request['cpu']}/{request['memory']}" if request else "-",
-                      _cell(row["dead"]))
-    if data["pools"]:
-        out.print(table)
-    else:
-        out.print(f"no queues in namespace {data['namespace']!r}")
-    for note in data["notes"]:
-        out.print(f"[yellow]note:[/] {note}")
-
-
-def render_cluster(namespace: str, rows: list[dict[str, Any]], out: Console) -> None:
-    table = Table(title=f"WorkerPools in namespace {namespace}")
-    for column in ("POOL", "TASK TYPE", "QUEUE", "MIN", "MAX", "REPLICAS", "READY", "REASON"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(row["name"], _cell(row["task_type"]), _cell(row["queue"]),
-                      _cell(row["min"]),
-                      _cell(row["max_by_quota"] if row["max_by_quota"] is not None
-                            else row["max"]),
-                      f"{_cell(row['ready_replicas'])}/{_cell(row['replicas'])}",
-                      _cell(row["ready"]), _cell(row["reason"]))
-    out.print(table if rows else f"no WorkerPools in namespace {namespace!r}")
-    for row in rows:
-        if row["ready"] != "True" and row["message"]:
-            out.print(f"[yellow]{row['name']}:[/] {row['message']}")
-
-
-@click.command()
-@NAMESPACE
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False),
-              help="Show the WorkerPools of a cluster (conditions included) instead of local "
-                   "pools.")
-@click.option("--watch", "-w", "watch", type=click.FloatRange(0.5), default=None,
-              metavar="SECONDS", help="Refresh every SECONDS until Ctrl-C.")
-def status(namespace: str | None, as_json: bool, kubeconfig: str | None,
-           watch: float | None) -> None:
-    """Show each pool's queue depth, consumers, replicas and desired replicas."""
-    namespace = namespace or load_settings().namespace
-
-    def collect() -> dict[str, Any]:
-        if kubeconfig:
-            from hyperpool.controller.status_view import cluster_pools
-
-            return {"namespace": namespace, "cluster": cluster_pools(namespace, kubeconfig)}
-        try:
-            return gather_status(namespace)
-        except ServiceUnavailable as exc:
-            raise ServiceUnavailable(f"{exc} (and no pool supervisor state in Redis)") from None
-
-    def show(data: dict[str, Any], out: Console) -> None:
-        if "cluster" in data:
-            render_cluster(namespace, data["cluster"], out)
-        else:
-            render_status(data, out)
-
-    if as_json:
-        click.echo(json.dumps(collect(), indent=2, sort_keys=True))
-        return
-    out = console()
-    if watch is None:
-        show(collect(), out)
-        return
-    from rich.live import Live
-
-    with Live(console=out, auto_refresh=False) as live:
-        while True:
-            buffer = Console(record=True, width=out.width)
-            show(collect(), buffer)
-            live.update(Text.from_ansi(buffer.export_text(styles=True)), refresh=True)
-            time.sleep(watch)

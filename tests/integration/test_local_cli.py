@@ -22,7 +22,7 @@ from hyperpool.local.embedded import local_pools
 from hyperpool.local.state import KEY_PREFIX, read_states
 from hyperpool.models import TaskMessage
 from hyperpool.routing import Routing
-from tests.conftest import hyperpool_env, wait_for
+from tests.conftest import hyperpool_env, queue_info, wait_for
 
 MANIFEST = """\
 apiVersion: hyperflow.agh.edu.pl/v1
@@ -170,19 +170,65 @@ def test_status_without_a_supervisor_reads_the_management_api(namespace, tmp_pat
     publisher = Publisher(settings)
     try:
         publisher.ensure_queue(f"{namespace}.idle")
+        publisher.publish(f"{namespace}.stuck", {"executable": "true", "taskId": "x:0:0"},
+                          reply_to="nobody")
     finally:
         publisher.close()
     env = hyperpool_env(namespace, tmp_path)
+    # The management API's statistics lag by up to 5 s.
+    wait_for(lambda: (queue_info(f"{namespace}.stuck") or {}).get("messages_ready") == 1,
+             timeout=30, what="the stranded message in the statistics")
     shown = hyperpool("status", "--json", env=env)
     assert shown.returncode == 0, shown.stderr
     rows = [p for p in json.loads(shown.stdout)["pools"] if p["queue"].startswith(namespace)]
     assert rows == [{"name": None, "queue": f"{namespace}.idle", "ready": 0, "unacked": 0,
                      "consumers": 0, "depth": 0, "replicas": None, "draining": None,
-                     "desired": None, "dead": 0, "supervisor": None}]
+                     "desired": None, "dead": 0, "supervisor": None, "state": "idle"},
+                    {"name": None, "queue": f"{namespace}.stuck", "ready": 1, "unacked": 0,
+                     "consumers": 0, "depth": 1, "replicas": None, "draining": None,
+                     "desired": None, "dead": 0, "supervisor": None, "state": "stranded"}]
+    # People see the stranded queue with advice; the idle one (an earlier run's) is counted.
+    human = hyperpool("status", env=env)
+    assert f"{namespace}.stuck" in human.stdout and "stranded" in human.stdout
+    assert f"{namespace}.idle" not in human.stdout
+    assert "1 idle queue (no messages, no consumers: left from earlier runs) not shown" in (
+        human.stdout)
+    assert "start their pools" in human.stdout
+    assert f"{namespace}.idle" in hyperpool("status", "--all", env=env).stdout
+
     down = hyperpool("status", env={**env, "HYPERPOOL_MANAGEMENT_URL": "http://127.0.0.1:9",
                                     "HYPERPOOL_REDIS_URL": "redis://127.0.0.1:9/0"})
     assert down.returncode == 3 and "Traceback" not in down.stderr
     assert "cannot reach the RabbitMQ management API" in down.stderr
+    # A broker URL nobody answers: no queue depths of the management API's own broker.
+    other = hyperpool("status", env={**env, "HYPERPOOL_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//",
+                                     "HYPERPOOL_MANAGEMENT_URL": "http://127.0.0.1:15672",
+                                     "HYPERPOOL_CONNECT_TIMEOUT": "2"})
+    assert other.returncode == 3 and "Traceback" not in other.stderr
+    assert "cannot reach RabbitMQ at amqp://guest:****@127.0.0.1:1//" in other.stderr
+    assert namespace not in other.stdout
+
+
+def test_status_watch_into_a_pipe_prints_each_refresh(namespace, tmp_path, settings):
+    publisher = Publisher(settings)
+    try:
+        publisher.ensure_queue(f"{namespace}.idle")
+    finally:
+        publisher.close()
+    env = hyperpool_env(namespace, tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "hyperpool", "status", "--all",
+                             "--watch", "0.5"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 30
+        while sum(line.startswith("--- ") for line in lines) < 2 and time.monotonic() < deadline:
+            lines.append(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sum(line.startswith("--- ") for line in lines) >= 2, lines
+    assert any(f"{namespace}.idle" in line for line in lines)
 
 
 def test_embedded_pools_run_in_the_work_dir_and_drain_on_exit(

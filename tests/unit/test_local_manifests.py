@@ -193,7 +193,8 @@ def test_local_runtime_imports_leave_prometheus_client_unloaded():
     (it picks its value storage then); importing the local runtime must not import it early,
     or the supervisor's pool gauges vanish from the shared /metrics."""
     code = ("import sys, hyperpool.local.supervisor, hyperpool.local.probe, "
-            "hyperpool.local.queue_metrics, hyperpool.local.cli; "
+            "hyperpool.local.queue_metrics, hyperpool.local.cli, "
+            "hyperpool.local.status_command; "
             "print('prometheus_client' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
