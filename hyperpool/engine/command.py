@@ -17,7 +17,7 @@ from hyperpool.engine.report import Progress, failure_report, summary, write_sum
 from hyperpool.engine.run import Engine, RunOptions, last_run
 from hyperpool.errors import ConfigError, ServiceUnavailable, WorkflowFailed
 from hyperpool.executor.publisher import Publisher
-from hyperpool.routing import load_routing, unmatched_entries
+from hyperpool.routing import Routing, load_routing, unmatched_entries
 from hyperpool.services import check_broker, check_redis
 from hyperpool.settings import Settings, load_settings
 
@@ -126,6 +126,9 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
         progress.close(engine)
         if publisher is not None:
             publisher.close()
+    if publisher is not None and not outcome.state.finished:
+        # After the pools stopped: a stopping worker hands its prefetched messages back.
+        withdraw_queued(settings, routing, engine.run_id)
     data = summary(engine, outcome)
     if json_summary:
         write_summary(json_summary, data)
@@ -148,6 +151,20 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
         sys.exit(130)
     if outcome.failures:
         raise WorkflowFailed("workflow failed:\n" + failure_report(outcome))
+
+
+def withdraw_queued(settings: Settings, routing: Routing, run_id: str) -> None:
+    """Leave no work of a stopped run behind in the pool queues (executor/withdraw.py)."""
+    from hyperpool.executor.withdraw import withdraw
+
+    try:
+        removed = withdraw(settings, sorted(set(routing.queues.values())), run_id)
+    except Exception as exc:  # the broker went away: the cancel mark still makes workers skip
+        click.echo(f"hyperpool: warning: could not withdraw the run's queued tasks: {exc}; "
+                   "workers will skip them as cancelled", err=True)
+        return
+    if removed:
+        click.echo(f"hyperpool: {removed} queued task message(s) withdrawn", err=True)
 
 
 def kubernetes_jobs(settings: Settings, kubeconfig: str | None, image: str,

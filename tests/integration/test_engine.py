@@ -19,8 +19,10 @@ from hyperpool.engine.loader import load_workflow
 from hyperpool.engine.run import Engine, RunOptions
 from hyperpool.engine.state import DISPATCHED, DONE, WAITING
 from hyperpool.executor.publisher import Publisher
+from hyperpool.executor.withdraw import withdraw
 from hyperpool.models import TaskResult
 from hyperpool.routing import EXECUTION_MODELS_FILE, load_routing
+from hyperpool.services import broker_connection
 from tests.conftest import hyperpool_env, montage_workflow, queue_info, wait_for
 from tests.reference import workflow_file
 
@@ -315,6 +317,53 @@ def test_ctrl_c_stops_cleanly(tmp_path, namespace, start_worker):
     assert leftovers == []
     time.sleep(3)  # the running pool task finishes; the 3 queued ones are skipped, not run
     assert len(list(work.glob("pool-*"))) == 1
+
+
+def ready_messages(settings, queue: str) -> int:
+    """Exact, unlike the management API's statistics (which lag by up to 5 s)."""
+    with broker_connection(settings) as conn:
+        return conn.default_channel.queue_declare(queue, passive=True).message_count
+
+
+def test_ctrl_c_leaves_no_queued_work_behind_with_local_pools(tmp_path, namespace, settings):
+    """The default path: the run's own pools stop with it, so nobody is left to skip its
+    cancelled messages; they are withdrawn instead (once 32 stayed ready in a queue)."""
+    wf = {"processes": [{"name": "pooled", "ins": [0], "outs": [], "firingLimit": 30,
+                         "config": {"executor": {"executable": "sh", "args": [
+                             "-c", "touch pool-$(date +%s%N); sleep 3"]}}}],
+          "signals": [{"name": "a", "data": [{}] * 30}]}
+    work = workdir_for(tmp_path, wf, ["pooled"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hyperpool", "run", str(work), "--budget-cpu", "1",
+         "--cooldown", "1"], env=hyperpool_env(namespace, work), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    wait_for(lambda: list(work.glob("pool-*")), timeout=60, what="first pool task")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    started = len(list(work.glob("pool-*")))
+    assert started < 30 and "queued task message(s) withdrawn" in err, err
+    assert ready_messages(settings, f"{namespace}.pooled") == 0
+
+
+def test_withdrawing_a_run_keeps_other_runs_messages(namespace, settings):
+    queue = f"{namespace}.shared"
+    publisher = Publisher(settings)
+    try:
+        publisher.ensure_queue(queue)
+        for run, count in (("mine", 5), ("theirs", 3)):
+            publisher.publish_many(
+                [(queue, {"executable": "true", "taskId": f"{run}:0:{i}"}, 1)
+                 for i in range(count)], reply_to="nobody")
+    finally:
+        publisher.close()
+    assert withdraw(settings, [queue], "mine") == 5
+    left = []
+    with broker_connection(settings) as conn:
+        channel = conn.default_channel
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            left.append(message.headers["id"])
+    assert sorted(left) == [f"theirs:0:{i}#1" for i in range(3)]
 
 
 def test_duplicate_completion_is_counted_once(tmp_path, namespace, settings, redis_client):
