@@ -20,6 +20,7 @@ from hyperpool.executor.publisher import Publisher
 from hyperpool.routing import Routing, load_routing, unmatched_entries
 from hyperpool.services import check_broker, check_redis
 from hyperpool.settings import Settings, load_settings
+from hyperpool.wording import plural
 
 
 @click.command()
@@ -102,13 +103,13 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
         launcher = kubernetes_jobs(settings, kubeconfig, job_image, job_namespace or namespace)
     engine = Engine(dag, routing, settings, options, client, publisher, on_progress=progress,
                     job_launcher=launcher)
-    click.echo(f"hyperpool: run {engine.run_id}: {len(dag.tasks)} tasks "
+    click.echo(f"hyperpool: run {engine.run_id}: {plural(len(dag.tasks), 'task')} "
                f"({sum(routing.model(t.task_type) == 'pool' for t in dag.tasks)} in pools, "
                f"the rest in the job model)", err=True)
     if resume:
         done, adopted = engine.resume()
-        click.echo(f"hyperpool: resuming: {done} task(s) already done, {adopted} running job(s) "
-                   "adopted", err=True)
+        click.echo(f"hyperpool: resuming: {plural(done, 'task')} already done, "
+                   f"{plural(adopted, 'running job')} adopted", err=True)
     pools: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if local_pools and routing.queues:
         from hyperpool.local.embedded import local_pools as embedded_pools
@@ -139,18 +140,20 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
         if records:
             try:
                 write_timeline(records, timeline, title=f"{dag.workflow.name} ({engine.run_id})")
-                click.echo(f"hyperpool: timeline of {len(records)} tasks: {timeline}", err=True)
+                click.echo(f"hyperpool: timeline of {plural(len(records), 'task')}: {timeline}",
+                           err=True)
             except ConfigError as exc:  # e.g. the disk filled up: the run's outcome still counts
                 click.echo(f"hyperpool: warning: {exc}", err=True)
-    click.echo(f"hyperpool: {data['succeeded']}/{data['tasks_total']} tasks succeeded, "
+    click.echo(f"hyperpool: {data['succeeded']}/{plural(data['tasks_total'], 'task')} succeeded, "
                f"{data['failed']} failed, {data['skipped']} skipped, makespan "
                f"{data['makespan_seconds']:.2f}s", err=True)
     if outcome.interrupted:
-        click.echo(f"hyperpool: interrupted; {outcome.cancelled_in_flight} in-flight task(s) "
-                   f"cancelled, {data['not_run']} not run", err=True)
+        cancelled = plural(outcome.cancelled_in_flight, "in-flight task")
+        click.echo(f"hyperpool: interrupted; {cancelled} cancelled, {data['not_run']} not run",
+                   err=True)
         sys.exit(130)
     if outcome.failures:
-        raise WorkflowFailed("workflow failed:\n" + failure_report(outcome))
+        raise WorkflowFailed("workflow failed:\n" + failure_report(outcome, workdir))
 
 
 def withdraw_queued(settings: Settings, routing: Routing, run_id: str) -> None:
@@ -164,7 +167,7 @@ def withdraw_queued(settings: Settings, routing: Routing, run_id: str) -> None:
                    "workers will skip them as cancelled", err=True)
         return
     if removed:
-        click.echo(f"hyperpool: {removed} queued task message(s) withdrawn", err=True)
+        click.echo(f"hyperpool: {plural(removed, 'queued task message')} withdrawn", err=True)
 
 
 def kubernetes_jobs(settings: Settings, kubeconfig: str | None, image: str,

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from hyperpool.errors import ConfigError
 from hyperpool.models import TaskMessage
+from hyperpool.wording import plural
 
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 SUPPORTED_TYPES = {"dataflow"}
@@ -112,7 +113,7 @@ class _SignalIndex:
             if 0 <= ref < len(self.signals):
                 return ref
             raise ConfigError(f"signal index {ref} does not exist "
-                              f"(there are {len(self.signals)} signals)",
+                              f"(the workflow has {plural(len(self.signals), 'signal')})",
                               source=self.source, where=where)
         if ref not in self.by_name:
             raise ConfigError(f"unknown signal {ref!r}", source=self.source, where=where)

@@ -16,6 +16,8 @@ from rich.table import Table
 from hyperpool import metrics
 from hyperpool.engine.run import Engine, RunOutcome
 from hyperpool.engine.state import DISPATCHED, DONE, FAILED, READY, RETRY, SKIPPED, WAITING
+from hyperpool.executor.runner import LOG_DIR, log_stem
+from hyperpool.wording import plural
 
 TAIL_LINES = 15
 TABLE_PER_SECOND = 4  # the live table's redraws, and so its rebuilds
@@ -90,7 +92,8 @@ class Progress:
         step = max(1, total // 10)
         if done != self.last_done and (now - self.last_line >= 10 or done // step !=
                                        max(self.last_done, 0) // step or done == total):
-            print(f"hyperpool: {done}/{total} tasks done, {engine.state.in_flight()} in flight, "
+            print(f"hyperpool: {done}/{plural(total, 'task')} done, "
+                  f"{engine.state.in_flight()} in flight, "
                   f"{engine.state.counts[FAILED]} failed", file=self.stream, flush=True)
             self.last_line, self.last_done = now, done
 
@@ -136,16 +139,22 @@ def summary(engine: Engine, outcome: RunOutcome) -> dict[str, Any]:
     }
 
 
-def failure_report(outcome: RunOutcome) -> str:
+def failure_report(outcome: RunOutcome, work_dir: Path | None = None) -> str:
+    """Each failed task: why, its stderr's tail, and where its whole logs are (when the
+    executor wrote them in ``work_dir``: not for a task that never started)."""
     lines = []
     for f in outcome.failures:
         what = f.error or f"exit code {f.exit_code}"
-        lines.append(f"task {f.task_type} ({f.task_id}) failed after {f.attempts} attempt(s): "
-                     f"{what}")
+        lines.append(f"task {f.task_type} ({f.task_id}) failed after "
+                     f"{plural(f.attempts, 'attempt')}: {what}")
         tail = [ln for ln in f.stderr_tail.splitlines() if ln.strip()][-TAIL_LINES:]
         if tail and not (f.error and tail == [f.error]):
             lines.append("  stderr (tail):")
             lines.extend(f"    {ln}" for ln in tail)
+        if work_dir is not None:
+            stem = work_dir / LOG_DIR / log_stem(f.task_id, f.attempts)
+            if stem.with_name(stem.name + ".stderr").exists():
+                lines.append(f"  logs: {stem}.stdout, {stem}.stderr")
     return "\n".join(lines)
 
 

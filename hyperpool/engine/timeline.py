@@ -35,6 +35,7 @@ from typing import Any
 
 from hyperpool.engine.outputs import check_output_file
 from hyperpool.errors import ConfigError
+from hyperpool.wording import plural
 
 SUFFIXES = (".png", ".html")
 JOB_MODEL = "job"
@@ -149,7 +150,8 @@ def layout(items: Iterable[TaskRecord | Mapping[str, Any] | Any]) -> Layout:
 
 def _summary(lay: Layout, title: str) -> str:
     failed = sum(not r.ok for r in lay.records)
-    return (f"{title}: {len(lay.records)} tasks on {len(lay.lanes)} lanes, makespan "
+    return (f"{title}: {plural(len(lay.records), 'task')} on {plural(len(lay.lanes), 'lane')}, "
+            "makespan "
             f"{lay.span:.1f} s" + (f", {failed} failed" if failed else ""))
 
 

@@ -45,8 +45,10 @@ def worker_name() -> str:
     return f"{_HOST}:{os.getpid()}/{number}"
 
 
-def _log_stem(message: TaskMessage, attempt: int) -> str:
-    task = _UNSAFE.sub("_", message.taskId or "task") or "task"
+def log_stem(task_id: str | None, attempt: int) -> str:
+    """The name (in ``<work dir>/logs-hf``) of an attempt's ``.stdout`` and ``.stderr`` logs;
+    the engine's failure report points at them."""
+    task = _UNSAFE.sub("_", task_id or "task") or "task"
     return f"{task}.{attempt}"
 
 
@@ -105,7 +107,7 @@ def run_message(
     except OSError as exc:
         return _failed(task_id, attempt, started, model, 1,
                        f"cannot use work dir {work_dir}: {exc}")
-    stem = _log_stem(message, attempt)
+    stem = log_stem(message.taskId, attempt)
     out_log, err_log = logs / f"{stem}.stdout", logs / f"{stem}.stderr"
     argv = command_line(message)
     with out_log.open("wb") as out, err_log.open("wb") as err:

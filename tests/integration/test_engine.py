@@ -167,12 +167,29 @@ def test_job_model_failure_report(tmp_path, namespace):
     assert "executable not found: 'no-such-tool-here'" in proc.stderr
 
 
+@pytest.mark.parametrize("pooled", [True, False], ids=["pool", "job"])
+def test_a_failing_task_report_says_where_its_logs_are(tmp_path, namespace, start_worker,
+                                                       pooled):
+    wf = chain(("only", {"executable": "sh", "args": ["-c", "echo to-the-log; exit 3"]}))
+    work = workdir_for(tmp_path, wf, ["only"] if pooled else [])
+    if pooled:
+        start_worker(f"{namespace}.only", work_dir=work)
+    proc = run_cli(work, namespace)
+    assert proc.returncode == 1
+    assert "1/1 task" not in proc.stderr and "0/1 task succeeded" in proc.stderr
+    assert "failed after 1 attempt: exit code 3" in proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip().startswith("logs: ")]
+    stdout_log = Path(line.strip().removeprefix("logs: ").split(", ")[0])
+    assert stdout_log.parent == work / "logs-hf" and stdout_log.name.endswith(".1.stdout")
+    assert stdout_log.read_text() == "to-the-log\n"
+
+
 def test_retries_with_backoff(tmp_path, namespace, start_worker):
     flaky = {"executable": "sh", "args": ["-c", "echo x >> tries; [ $(wc -l < tries) -ge 3 ]"]}
     work = workdir_for(tmp_path, chain(("flaky", flaky)), ["flaky"])
     start_worker(f"{namespace}.flaky", work_dir=work)
     proc = run_cli(work, namespace, "--attempts", "2", "--backoff", "0.1")
-    assert proc.returncode == 1 and "after 2 attempt(s)" in proc.stderr
+    assert proc.returncode == 1 and "after 2 attempts" in proc.stderr
     (work / "tries").unlink()
     started = time.monotonic()
     proc = run_cli(work, namespace, "--attempts", "3", "--backoff", "0.3")

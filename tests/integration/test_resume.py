@@ -42,7 +42,7 @@ def test_kill_engine_and_resume(tmp_path, namespace, start_worker):
                             env=env, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stderr
     assert f"run {run_id}" in second.stderr and "resuming:" in second.stderr
-    assert "1 running job(s) adopted" in second.stderr
+    assert "1 running job adopted" in second.stderr
     counts = Counter(ran.read_text().split())
     assert set(counts) == {f"p{i}" for i in range(N)} | {"longjob", "gather"}
     assert counts["longjob"] == 1 and counts["gather"] == 1  # the job was adopted, not rerun
