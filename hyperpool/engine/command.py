@@ -132,7 +132,10 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
         withdraw_queued(settings, routing, engine.run_id)
     data = summary(engine, outcome)
     if json_summary:
-        write_summary(json_summary, data)
+        try:
+            write_summary(json_summary, data)
+        except ConfigError as exc:  # as for the timeline: the run's outcome still counts
+            click.echo(f"hyperpool: warning: {exc}", err=True)
     if timeline:
         from hyperpool.engine.timeline import records_from_run, write_timeline
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from hyperpool import metrics
 from hyperpool.engine.run import Engine, RunOutcome
 from hyperpool.engine.state import DISPATCHED, DONE, FAILED, READY, RETRY, SKIPPED, WAITING
+from hyperpool.errors import ConfigError
 from hyperpool.executor.runner import LOG_DIR, log_stem
 from hyperpool.wording import plural
 
@@ -159,4 +160,10 @@ def failure_report(outcome: RunOutcome, work_dir: Path | None = None) -> str:
 
 
 def write_summary(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    """Write the JSON summary; :class:`ConfigError` when it cannot be (the path was checked
+    before the run, but a disk can fill up or a directory vanish while it runs)."""
+    try:
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the JSON summary: {exc.strerror or exc}",
+                          source=str(path)) from None

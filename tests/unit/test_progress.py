@@ -6,11 +6,14 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from hyperpool.engine.dag import build_dag
 from hyperpool.engine.loader import load_workflow
-from hyperpool.engine.report import TABLE_PER_SECOND, Progress
+from hyperpool.engine.report import TABLE_PER_SECOND, Progress, write_summary
 from hyperpool.engine.run import Engine, RunOptions
 from hyperpool.engine.state import DONE
+from hyperpool.errors import ConfigError
 from hyperpool.routing import load_routing
 from hyperpool.settings import Settings
 
@@ -54,3 +57,11 @@ def test_the_table_is_rebuilt_at_most_at_its_redraw_rate(tmp_path, monkeypatch):
     progress.close(engine)  # the last table shows the final state, however recent the last
     assert progress.tables == 3
     assert "1/50 done" in progress.stream.getvalue()
+
+
+def test_a_summary_that_cannot_be_written_is_a_clear_error(tmp_path):
+    """Checked before the run, the directory can still vanish while it runs: the command
+    then warns (the run's outcome stands) instead of ending in a traceback."""
+    path = tmp_path / "gone" / "s.json"
+    with pytest.raises(ConfigError, match=r"s\.json: cannot write the JSON summary: No such file"):
+        write_summary(path, {"tasks_total": 1})
