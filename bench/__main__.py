@@ -26,7 +26,7 @@ from bench.common import REPO, fsync_latency, machine, wait_quiet, workflow_file
 # Where the local RabbitMQ keeps its Raft logs (Debian's package); else any local disk.
 BROKER_DISK = next(p for p in (Path("/var/lib/rabbitmq"), Path(tempfile.gettempdir()))
                    if os.access(p, os.W_OK))
-SECTIONS = ("throughput", "latency", "makespan", "scaling", "memory", "controller")
+SECTIONS = ("throughput", "latency", "makespan", "scaling", "memory", "controller", "demo")
 
 
 def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
@@ -72,6 +72,10 @@ def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
         from bench import controller
 
         res["controller"] = controller.measure(pools=200)
+    elif name == "demo":
+        from bench import demo
+
+        res["demo"] = demo.measure(1 if quick else 3)
 
 
 def main() -> None:
@@ -84,9 +88,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="measure nothing: re-render the document from a --json file")
+    parser.add_argument("--merge", type=Path, metavar="JSON",
+                        help="measure the --only sections and put them into the raw numbers of "
+                             "an earlier run (rewritten in place), then render the document")
     args = parser.parse_args()
     if args.render:
         render_saved(args.render, args.out)
+        return
+    if args.merge:
+        merge_sections(args.merge, args.only or [], args.quick, args.out)
         return
     sections = [s for s in (args.only or SECTIONS) if s not in args.skip]
     if args.quick and not args.only and "controller" in sections:
@@ -115,6 +125,31 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(res, default=_plain, indent=1))
     print(f"bench: wrote {args.out} ({res['duration_s'] / 60:.1f} min)")
+
+
+def merge_sections(saved: Path, sections: list[str], quick: bool, out: Path) -> None:
+    """Measure ``sections`` again, alone, into an earlier run's numbers; the document says
+    which sections were re-run, when, and on what load."""
+    res = json.loads(saved.read_text())
+    started = time.strftime("%Y-%m-%d %H:%M %Z")
+    load = os.getloadavg()[0]
+    for name in sections:
+        print(f"bench: {name} ...", flush=True)
+        wait_quiet()
+        res["errors"].pop(name, None)
+        try:
+            run_section(name, quick, res)
+        except Exception as exc:  # noqa: BLE001 - report it like a full run would
+            traceback.print_exc()
+            res["errors"][name] = f"{type(exc).__name__}: {exc}".strip()[:600]
+        if name not in res["sections"]:
+            res["sections"].append(name)
+    note = (f"The {', '.join(sections)} section{'s were' if len(sections) > 1 else ' was'} "
+            f"measured alone after the full run ({started}; load average {load:.2f} before, "
+            f"{os.getloadavg()[0]:.2f} after).")
+    res["rerun"] = " ".join(filter(None, [res.get("rerun"), note]))
+    saved.write_text(json.dumps(res, default=_plain, indent=1))
+    render_saved(saved, out)
 
 
 def render_saved(saved: Path, out: Path) -> None:

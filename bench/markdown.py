@@ -352,6 +352,10 @@ def render(res: dict[str, Any], plots: list[str]) -> str:
         out += controller_section(res)
     if "pool_memory" in res or "engine_memory" in res:
         out += memory_section(res)
+    if "demo" in res:
+        from bench.demo import section as demo_section
+
+        out += demo_section(res)
     from bench.notes import notes
 
     out += notes(res, met)

@@ -1,10 +1,10 @@
 """Typed, validated domain objects shared by every layer.
 
-The task message is HyperFlow's job message, so existing workflow files and executors speak
-it unchanged; unknown fields are *kept* (``extra="allow"``) because HyperFlow functions add
-their own. The WorkerPool spec is the seed's ``hyperflow.agh.edu.pl/v1`` schema: fields keep
-their camelCase names so a manifest validates as written, and unknown fields are rejected so
-a typo (``maxReplicas``) is an error rather than a silently ignored knob.
+The task message is HyperFlow's job message, so existing workflow files and executors speak it
+unchanged; unknown fields are *kept* (``extra="allow"``) because HyperFlow functions add their
+own. The WorkerPool spec is the HyperFlow operator's ``hyperflow.agh.edu.pl/v1`` schema: fields
+keep their camelCase names so a manifest validates as written, and unknown fields are rejected
+so a typo (``maxReplicas``) is an error rather than a silently ignored knob.
 """
 
 from __future__ import annotations
@@ -286,7 +286,7 @@ class ScaleTrigger(BaseModel):
 
 
 class WorkerPoolSpec(BaseModel):
-    """``spec`` of a WorkerPool, exactly the seed's fields (issue-6 fields extend this)."""
+    """``spec`` of a WorkerPool: the HyperFlow operator's fields, then hyperpool's additions."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -299,7 +299,8 @@ class WorkerPoolSpec(BaseModel):
     minReplicaCount: int = Field(default=0, ge=0)  # noqa: N815
     maxReplicaCount: int = Field(default=50, ge=0)  # noqa: N815
     initialResources: InitialResources = Field(default_factory=InitialResources)  # noqa: N815
-    # Beyond the seed (additive, optional; k8s/README.md "WorkerPool fields beyond the seed").
+    # Beyond the HyperFlow operator's fields (additive, optional; k8s/README.md "WorkerPool
+    # fields beyond the HyperFlow operator's").
     # Placement: the worker pods' PriorityClass (e.g. hyperflow-worker, which a scoped
     # ResourceQuota bounds), node selector, tolerations and affinity, passed through as written.
     priorityClassName: str | None = Field(default=None, min_length=1)  # noqa: N815

@@ -1,9 +1,9 @@
 """Kubernetes resource quantities (``"0.5"``, ``"500m"``, ``"512Mi"``, ``"1e3"``) as numbers.
 
-The seed's WorkerPool manifest writes memory as bare bytes (``"524288000"``) while users write
-``512Mi``; ResourceQuota status uses whatever the API server canonicalised. Quota arithmetic
-must therefore parse quantities, never assume bare numbers. The grammar is the one in
-k8s.io/apimachinery/pkg/api/resource (decimal SI, binary SI and decimal exponent suffixes).
+The HyperFlow operator's example WorkerPool writes memory as bare bytes (``"524288000"``) while
+users write ``512Mi``; ResourceQuota status uses whatever the API server canonicalised. Quota
+arithmetic must therefore parse quantities, never assume bare numbers. The grammar is the one
+in k8s.io/apimachinery/pkg/api/resource (decimal SI, binary SI and decimal exponent suffixes).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def queue_for(task_type: str, namespace: str, override: str | None = None) -> st
 
 
 def pool_queue(spec: WorkerPoolSpec, namespace: str) -> str:
-    """The queue of a WorkerPool (its ``queueName`` wins, as in the seed)."""
+    """The queue of a WorkerPool (its ``queueName`` wins, as in the HyperFlow operator)."""
     return queue_for(spec.taskType, namespace, spec.queueName)
 
 

@@ -16,7 +16,8 @@ from hyperpool.errors import ConfigError
 @click.option("--all-namespaces", "-A", is_flag=True, help="Serve every namespace.")
 @click.option("--templates", "templates_dir", type=click.Path(file_okay=False, exists=True),
               help="Directory with deployment.yml / prometheus-rule.yml / scaledobject.yml "
-                   "overriding the built-in children (the seed's config.data ConfigMap).")
+                   "overriding the built-in children (the HyperFlow operator's config.data "
+                   "ConfigMap).")
 @click.option("--prometheus-url", envvar="HYPERPOOL_PROMETHEUS_URL",
               help="Prometheus for pools whose spec has no prometheusUrl.")
 @click.option("--interval", default=30.0, show_default=True, type=click.FloatRange(1),

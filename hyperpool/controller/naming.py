@@ -1,6 +1,6 @@
 """Names, labels and owner references every child of a WorkerPool carries.
 
-Children are named after their pool (as in the seed operator), but KEDA names the HPA it
+Children are named after their pool (as in the HyperFlow operator), but KEDA names the HPA it
 creates ``keda-hpa-<name>`` and the HPA/Deployment names end up in label values (≤ 63
 characters) and pod names, so a child name is capped at :data:`MAX_CHILD_NAME` characters:
 longer pool names are truncated and suffixed with a stable hash so two long names that share a

@@ -53,7 +53,7 @@ class PoolParams:
     priority_class: str | None = None
     polling_interval: int = DEFAULT_POLLING_INTERVAL
     fallback_failures: int = DEFAULT_FALLBACK_FAILURES
-    # beyond the seed (see hyperpool.models.WorkerPoolSpec)
+    # beyond the HyperFlow operator's (see hyperpool.models.WorkerPoolSpec)
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     affinity: dict[str, Any] = field(default_factory=dict)

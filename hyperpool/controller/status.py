@@ -56,7 +56,7 @@ def merge_conditions(old: Sequence[Mapping[str, Any]] | None,
                      now: str) -> list[dict[str, Any]]:
     """``new`` conditions, keeping each type's ``lastTransitionTime`` unless status flipped.
 
-    Types the controller no longer reports (e.g. the seed operator's ``NotReady``) are dropped,
+    Types the controller no longer reports (e.g. the HyperFlow operator's ``NotReady``) are dropped,
     so the list never grows.
     """
     previous = {c.get("type"): c for c in old or [] if isinstance(c, Mapping)}

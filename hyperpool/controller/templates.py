@@ -1,11 +1,12 @@
-"""User templates that replace the built-in child manifests (the seed's ``config.data``).
+"""User templates replacing the built-in child manifests (the HyperFlow operator's config.data).
 
 ``hyperpool controller --templates DIR`` reads ``deployment.yml``, ``prometheus-rule.yml`` and
-``scaledobject.yml`` from DIR (the seed's ConfigMap mounted as a volume); a missing file keeps
-the built-in manifest. Templates are Jinja2 with ``StrictUndefined`` (a typo is an error, not an
-empty string), rendered to YAML text and parsed with ``yaml.safe_load``. Filters ``tojson`` and
-``toyaml`` render a value (e.g. ``{{ env | toyaml }}``) so templates never quote by hand — the
-predecessor's ``str.format`` YAML with doubled PromQL braces was the counter-example.
+``scaledobject.yml`` from DIR (the HyperFlow operator's ConfigMap mounted as a volume); a
+missing file keeps the built-in manifest. Templates are Jinja2 with ``StrictUndefined`` (a typo
+is an error, not an empty string), rendered to YAML text and parsed with ``yaml.safe_load``.
+Filters ``tojson`` and ``toyaml`` render a value (e.g. ``{{ env | toyaml }}``) so templates
+never quote by hand — the predecessor's ``str.format`` YAML with doubled PromQL braces was the
+counter-example.
 
 Context (see :meth:`hyperpool.controller.params.PoolParams.context`): ``pool`` (name, namespace,
 uid), ``name`` (child name), ``namespace``, ``task_type``, ``queue``, ``vhost``, ``image``,

@@ -15,8 +15,8 @@ Defaults, and why:
   and 256Mi memory. An idle worker is two processes of ~110 MB RSS, and HyperFlow tasks spend
   part of their time on file I/O, so two workers per core keep the cores busy without
   thrashing: a 2-core machine runs 4 workers in total (shared between pools in proportion to
-  their backlogs). Manifests that state requests (the seed's ``cpu: "0.5"``) are used as
-  written.
+  their backlogs). Manifests that state requests (the HyperFlow operator's ``cpu: "0.5"``) are
+  used as written.
 """
 
 from __future__ import annotations
