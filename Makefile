@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test setup services cluster lint bench chaos clean
+.PHONY: run test setup services cluster docker images lint bench chaos clean
 
 setup: $(VENV)/.installed
 
@@ -25,10 +25,18 @@ services:
 cluster:
 	bash k8s/testcluster/build.sh
 
+# Docker (Debian's docker.io, started in the background, Compose v2) and the project's images,
+# built from this repository with Docker's layer cache (executors/build-images.sh).
+docker:
+	bash configs/docker.sh
+
+images: docker
+	bash executors/build-images.sh
+
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup services cluster
+test: setup services cluster images
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 

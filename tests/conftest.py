@@ -22,6 +22,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from hyperpool.executor.publisher import Publisher
+from hyperpool.executor.results import ResultReader, run_stream
+from hyperpool.models import TaskMessage
+from hyperpool.services import broker_connection
 from hyperpool.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,6 +44,12 @@ def montage_workflow(directory: Path, rows: int, cols: int) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "truth.json").write_text(json.dumps({"rows": rows, "cols": cols}))
     return module.make_workflow(directory, use_montage=False)
+
+
+def ready_messages(settings: Settings, queue: str) -> int:
+    """Exact, unlike the management API's statistics (which lag by up to 5 s)."""
+    with broker_connection(settings) as conn:
+        return conn.default_channel.queue_declare(queue, passive=True).message_count
 
 
 def management(method: str, path: str) -> object:
@@ -148,3 +158,37 @@ def start_worker(namespace: str, tmp_path: Path):
     for handle in started:
         handle.kill_group()
         handle.proc.wait()
+
+
+class Stream:
+    """Tasks published to pool queues and their results read from a stream of its own."""
+
+    def __init__(self, settings, redis_client):
+        self.publisher = Publisher(settings)
+        self.name = run_stream(f"test-{uuid.uuid4().hex}")
+        self.reader = ResultReader(redis_client, self.name)
+        self.redis = redis_client
+
+    def send(self, queue, task_id, **fields):
+        msg = TaskMessage.model_validate({"taskId": task_id, **fields})
+        self.publisher.publish(queue, msg, reply_to=self.name)
+
+    def wait(self, task_id, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for result in self.reader.read(block_ms=200):
+                if result.task_id == task_id:
+                    return result
+        raise AssertionError(f"no result for {task_id}")
+
+    def close(self):
+        self.publisher.close()
+        self.redis.delete(self.name)
+
+
+@pytest.fixture
+def stream(settings, redis_client):
+    s = Stream(settings, redis_client)
+    yield s
+    s.close()
+

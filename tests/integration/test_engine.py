@@ -23,7 +23,7 @@ from hyperpool.executor.withdraw import withdraw
 from hyperpool.models import TaskResult
 from hyperpool.routing import EXECUTION_MODELS_FILE, load_routing
 from hyperpool.services import broker_connection
-from tests.conftest import hyperpool_env, montage_workflow, queue_info, wait_for
+from tests.conftest import hyperpool_env, montage_workflow, queue_info, ready_messages, wait_for
 from tests.reference import workflow_file
 
 POOLED = {
@@ -334,12 +334,6 @@ def test_ctrl_c_stops_cleanly(tmp_path, namespace, start_worker):
     assert leftovers == []
     time.sleep(3)  # the running pool task finishes; the 3 queued ones are skipped, not run
     assert len(list(work.glob("pool-*"))) == 1
-
-
-def ready_messages(settings, queue: str) -> int:
-    """Exact, unlike the management API's statistics (which lag by up to 5 s)."""
-    with broker_connection(settings) as conn:
-        return conn.default_channel.queue_declare(queue, passive=True).message_count
 
 
 def test_ctrl_c_leaves_no_queued_work_behind_with_local_pools(tmp_path, namespace, settings):

@@ -17,10 +17,8 @@ import psutil
 import pytest
 
 from hyperpool.executor.publisher import Publisher
-from hyperpool.executor.results import ResultReader, run_stream
 from hyperpool.local.embedded import local_pools
 from hyperpool.local.state import KEY_PREFIX, read_states
-from hyperpool.models import TaskMessage
 from hyperpool.routing import Routing
 from tests.conftest import hyperpool_env, queue_info, wait_for
 
@@ -35,37 +33,6 @@ spec:
   initialResources:
     requests: {{cpu: 500m, memory: 256Mi}}
 """
-
-
-class Stream:
-    def __init__(self, settings, redis_client):
-        self.publisher = Publisher(settings)
-        self.name = run_stream(f"test-{uuid.uuid4().hex}")
-        self.reader = ResultReader(redis_client, self.name)
-        self.redis = redis_client
-
-    def send(self, queue, task_id, **fields):
-        msg = TaskMessage.model_validate({"taskId": task_id, **fields})
-        self.publisher.publish(queue, msg, reply_to=self.name)
-
-    def wait(self, task_id, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for result in self.reader.read(block_ms=200):
-                if result.task_id == task_id:
-                    return result
-        raise AssertionError(f"no result for {task_id}")
-
-    def close(self):
-        self.publisher.close()
-        self.redis.delete(self.name)
-
-
-@pytest.fixture
-def stream(settings, redis_client):
-    s = Stream(settings, redis_client)
-    yield s
-    s.close()
 
 
 def free_port() -> int:
