@@ -1,10 +1,11 @@
-"""docker-compose.yml and the executor Dockerfiles run commands that really exist.
+"""docker-compose.yml and the executor Dockerfiles run commands that really exist, in seconds.
 
-There is no Docker engine here, so the files are checked as data: every argv a container
-would run is resolved (the service's entrypoint/command over the image's ENTRYPOINT/CMD) and
-fed to the real CLI with ``--help`` appended — click still rejects an unknown subcommand or
-option, but stops before acting. Scripts are run with ``--help`` too, and mounted files are
-validated as the container would read them.
+tests/containers/ builds nothing but runs the images and the stack for real; this module is
+the fast check of the same files as data: every argv a container would run is resolved (the
+service's entrypoint/command over the image's ENTRYPOINT/CMD) and fed to the real CLI with
+``--help`` appended — click still rejects an unknown subcommand or option, but stops before
+acting. Scripts are run with ``--help`` too, and mounted files are validated as the container
+would read them.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def service_dockerfile(name: str) -> Path:
 def effective_argv(name: str) -> list[str]:
     """What the container of service ``name`` runs (compose over Dockerfile defaults)."""
     service = SERVICES[name]
-    if not service["image"].startswith("hyperpool/"):
+    if not service["image"].startswith("hyperpool/executor-"):
         raise ValueError("not one of our images")
     dockerfile = service_dockerfile(name)
     entrypoint = (service["entrypoint"] if "entrypoint" in service
@@ -74,7 +75,9 @@ def effective_argv(name: str) -> list[str]:
 
 
 def our_services() -> list[str]:
-    return [n for n, s in SERVICES.items() if s.get("image", "").startswith("hyperpool/")]
+    """The services running hyperpool itself (the executor image), not the broker & co."""
+    return [n for n, s in SERVICES.items()
+            if s.get("image", "").startswith("hyperpool/executor-")]
 
 
 def check_cli(argv: list[str]) -> str:
@@ -158,7 +161,7 @@ def test_dockerfile_entrypoint_is_the_pool_worker(kind):
                 assert (REPO / source).exists(), f"{dockerfile}: COPY {source} is missing"
     runs = " ".join(rest for kw, rest in steps if kw == "RUN")
     assert "pip install ." in runs
-    assert ("USER", "hyperflow") in steps, "workers do not run as root"
+    assert ("USER", "1000") in steps, "workers do not run as root (uid 1000, as in the pods)"
 
 
 def test_montage_image_has_the_montage_tools():
@@ -169,12 +172,15 @@ def test_montage_image_has_the_montage_tools():
 
 def test_rabbitmq_has_the_plugins_and_prometheus_scrapes_broker_pools_and_engine():
     configs = COMPOSE["configs"]
-    plugins = configs["rabbitmq-plugins"]["content"]
+    copied = {rest.split()[0]: rest.split()[1] for kw, rest in
+              instructions(service_dockerfile("rabbitmq")) if kw == "COPY"}
+    plugins = (REPO / "configs" / "rabbitmq-enabled-plugins").read_text()
     assert "rabbitmq_management" in plugins and "rabbitmq_prometheus" in plugins
-    assert {c["source"] for c in SERVICES["rabbitmq"]["configs"]} == {
-        "rabbitmq-plugins", "rabbitmq-conf", "rabbitmq-advanced"}
+    assert copied == {"configs/rabbitmq.conf": "/etc/rabbitmq/rabbitmq.conf",
+                      "configs/rabbitmq-enabled-plugins": "/etc/rabbitmq/enabled_plugins",
+                      "configs/rabbitmq-advanced.config": "/etc/rabbitmq/advanced.config"}
     # Quorum queues tick every 500 ms: the pools' unacknowledged counts are that fresh.
-    assert "{quorum_tick_interval, 500}" in configs["rabbitmq-advanced"]["content"]
+    assert "{quorum_tick_interval, 500}" in (REPO / "configs/rabbitmq-advanced.config").read_text()
     scrape = yaml.safe_load(configs["prometheus-config"]["content"])
     rabbit = next(j for j in scrape["scrape_configs"] if j["job_name"] == "rabbitmq")
     assert rabbit["metrics_path"] == "/metrics/per-object", "per-queue series for the dashboard"
@@ -195,4 +201,5 @@ def test_compose_environment_is_what_settings_read():
     assert settings.work_dir == "/work"
     for name in our_services():
         assert SERVICES[name]["environment"] == env
-        assert "work:/work" in SERVICES[name]["volumes"], f"{name} shares the work dir"
+        assert "${HYPERPOOL_WORK:-work}:/work" in SERVICES[name]["volumes"], (
+            f"{name} shares the work dir")
