@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -353,7 +354,7 @@ def test_ctrl_c_leaves_no_queued_work_behind_with_local_pools(tmp_path, namespac
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     started = len(list(work.glob("pool-*")))
-    assert started < 30 and "queued task message(s) withdrawn" in err, err
+    assert started < 30 and re.search(r"\d+ queued task messages? withdrawn", err), err
     assert ready_messages(settings, f"{namespace}.pooled") == 0
 
 
