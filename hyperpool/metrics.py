@@ -54,6 +54,10 @@ QUEUE_DEPTH = Gauge("hyperpool_pool_queue_messages", "Ready + unacknowledged mes
 SCALING_DECISIONS = Counter("hyperpool_pool_scaling_decisions_total",
                             "Scale-ups and scale-downs decided.",
                             ["namespace", "pool", "direction"])
+WORKER_EXITS = Counter("hyperpool_pool_worker_exits_total",
+                       "Pool workers that exited on their own (not stopped by the supervisor), "
+                       "by reason: error (a non-zero exit) or oom-killed.",
+                       ["namespace", "pool", "reason"])
 BUDGET_HEADROOM = Gauge("hyperpool_pool_budget_headroom", "Budget/quota left for pools, by "
                         "resource (cores, bytes).", ["namespace", "resource"],
                         multiprocess_mode="livemin")
@@ -70,6 +74,7 @@ EXPORTED = {
     "hyperpool_engine_completion_latency_seconds", "hyperpool_pool_desired_replicas",
     "hyperpool_pool_replicas", "hyperpool_pool_queue_messages",
     "hyperpool_pool_scaling_decisions_total", "hyperpool_pool_budget_headroom",
+    "hyperpool_pool_worker_exits_total",
     "hyperpool_controller_reconcile_duration_seconds",
     "hyperpool_controller_reconcile_errors_total",
 }

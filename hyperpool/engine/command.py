@@ -48,6 +48,11 @@ from hyperpool.wording import plural
                                       "this machine's).")
 @click.option("--cooldown", type=click.FloatRange(0), default=30.0, show_default=True,
               help="Seconds a local pool's queue must stay empty before it scales to zero.")
+@click.option("--runtime", type=click.Choice(["process", "docker"]), default="process",
+              show_default=True, help="Local pool workers as processes, or as containers of "
+                                      "their pool's spec.image.")
+@click.option("--worker-image", default="hyperpool/executor-generic:latest", show_default=True,
+              help="With --runtime docker: the image of pools whose manifest names none.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve the engine's Prometheus /metrics on this port.")
 @click.option("--job-model", type=click.Choice(["local", "kubernetes"]), default="local",
@@ -65,7 +70,8 @@ from hyperpool.wording import plural
 def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, attempts: int,
         backoff: float, stub_sleep: float | None, resume: bool, local_pools: bool,
         pool_files: tuple[Path, ...], budget_cpu: str | None, budget_memory: str | None,
-        cooldown: float, metrics_port: int | None, job_model: str, kubeconfig: str | None,
+        cooldown: float, runtime: str, worker_image: str, metrics_port: int | None,
+        job_model: str, kubeconfig: str | None,
         job_image: str, job_namespace: str | None, timeline: Path | None,
         json_summary: Path | None) -> None:
     """Run the HyperFlow workflow in WORKDIR (workflow.json + optional executionModels)."""
@@ -112,11 +118,13 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
                    f"{plural(adopted, 'running job')} adopted", err=True)
     pools: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if local_pools and routing.queues:
+        from hyperpool.local.cli import container_runtime
         from hyperpool.local.embedded import local_pools as embedded_pools
 
         pools = embedded_pools(settings, routing, workdir, list(pool_files),
                                budget_cpu=budget_cpu, budget_memory=budget_memory,
-                               cooldown=cooldown)
+                               cooldown=cooldown, runtime=None if runtime == "process" else
+                               lambda found: container_runtime(runtime, worker_image, found))
     try:
         with pools as supervisor:
             outcome = engine.run()

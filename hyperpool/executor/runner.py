@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -110,6 +111,7 @@ def run_message(
     stem = log_stem(message.taskId, attempt)
     out_log, err_log = logs / f"{stem}.stdout", logs / f"{stem}.stderr"
     argv = command_line(message)
+    ooms_before = oom_kills()
     with out_log.open("wb") as out, err_log.open("wb") as err:
         try:
             proc = subprocess.Popen(  # noqa: S603 - argv list, shell only when asked
@@ -137,10 +139,31 @@ def run_message(
     # A negative return code means "killed by signal N"; report it the way shells do.
     exit_code = code if code >= 0 else 128 - code
     error = None if code >= 0 else f"killed by signal {-code}"
+    if code == -signal.SIGKILL and oom_kills() > ooms_before:
+        error = ("OOM-killed: the kernel's OOM killer ended it (the memory limit of this "
+                 "worker's container or pod was reached; raise initialResources.limits.memory)")
     return TaskResult(
         task_id=task_id, attempt=attempt, exit_code=exit_code, started=started, finished=finished,
         worker=worker_name(), stderr_tail=_tail(err_log), error=error, model=model,
     )
+
+
+# The OOM kills counted by the memory cgroup this process is in (cgroup v2, else v1): inside a
+# container or pod, that is the container's, whose memory limit the task shares.
+OOM_COUNTERS = (Path("/sys/fs/cgroup/memory.events"),
+                Path("/sys/fs/cgroup/memory/memory.oom_control"))
+
+
+def oom_kills() -> int:
+    for path in OOM_COUNTERS:
+        try:
+            for line in path.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
 
 
 def _failed(task_id: str, attempt: int, started: float, model: str, code: int, error: str

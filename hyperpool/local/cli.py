@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -60,6 +61,27 @@ BUDGET = [
     click.option("--worker-memory", metavar="QUANTITY",
                  help="Memory request of a worker whose pool states none [default: 256Mi]."),
 ]
+
+
+RUNTIME = click.option(
+    "--runtime", type=click.Choice(["process", "docker"]), default="process", show_default=True,
+    help="Run each worker as a local process, or as a container of its pool's spec.image "
+         "(limits from initialResources.limits).")
+WORKER_IMAGE = click.option(
+    "--worker-image", default="hyperpool/executor-generic:latest", show_default=True,
+    help="With --runtime docker: the image of pools whose manifest names none.")
+
+
+def container_runtime(runtime: str, worker_image: str, pools: Sequence[PoolConfig]) -> Any:
+    """None for processes; else the Docker runtime, its daemon and every pool's image checked
+    before any worker starts."""
+    if runtime != "docker":
+        return None
+    from hyperpool.local.containers import ContainerRuntime
+
+    containers = ContainerRuntime(worker_image)
+    containers.check(list(pools))
+    return containers
 
 
 def budget_options(func):  # type: ignore[no-untyped-def]
@@ -141,10 +163,13 @@ def validate(files: tuple[Path, ...], workdir: Path | None, namespace: str | Non
 @click.option("--metrics-port", type=click.IntRange(1, 65535),
               help="Serve Prometheus metrics of the pools on this port "
                    "(default: $HYPERPOOL_METRICS_PORT, else none).")
+@RUNTIME
+@WORKER_IMAGE
 def up(files: tuple[Path, ...], workdir: Path | None, namespace: str | None,
        budget_cpu: str | None, budget_memory: str | None, worker_cpu: str | None,
        worker_memory: str | None, cooldown: float, interval: float, log_dir: Path | None,
-       worker_loglevel: str, metrics_port: int | None) -> None:
+       worker_loglevel: str, metrics_port: int | None, runtime: str,
+       worker_image: str) -> None:
     """Run the pools in the foreground; Ctrl-C or SIGTERM drains them (again: kill)."""
     settings = load_settings()
     if namespace:
@@ -157,7 +182,8 @@ def up(files: tuple[Path, ...], workdir: Path | None, namespace: str | None,
     work_dir = (workdir or Path(settings.work_dir)).resolve()
     options = SupervisorOptions(budget=budget, work_dir=work_dir, cooldown=cooldown,
                                 interval=interval, log_dir=log_dir,
-                                worker_loglevel=worker_loglevel)
+                                worker_loglevel=worker_loglevel,
+                                runtime=container_runtime(runtime, worker_image, found))
     supervisor = Supervisor(settings, found, options)  # checks every pool fits the budget
     supervisor.listeners.append(StatePublisher(check_redis(settings)))
     port = metrics_port or settings.metrics_port

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -55,6 +56,7 @@ def local_pools(
     interval: float = DEFAULT_INTERVAL,
     log_dir: Path | None = None,
     interrupted_drain_timeout: float | None = INTERRUPTED_DRAIN_SECONDS,
+    runtime: Any = None,
 ) -> Iterator[Supervisor | None]:
     """Run autoscaled local pools for the pooled task types of ``routing`` while in the block.
 
@@ -66,6 +68,10 @@ def local_pools(
     finish. If the block raised (Ctrl-C), workers still running after
     ``interrupted_drain_timeout`` seconds are killed — their messages are redelivered and
     skipped, as the engine has cancelled the run.
+
+    ``runtime``: ``None`` for worker processes, or a callable that, given the pools, returns
+    the runtime that starts their workers (``hyperpool.local.cli.container_runtime``; it
+    checks its images then, before any worker starts).
 
     Raises :class:`~hyperpool.errors.ConfigError` for invalid manifests or a pool whose single
     worker exceeds the budget, :class:`~hyperpool.errors.ServiceUnavailable` when RabbitMQ or
@@ -92,7 +98,8 @@ def local_pools(
         return
     options = SupervisorOptions(
         budget=local_budget(budget_cpu, budget_memory), work_dir=work_dir, cooldown=cooldown,
-        interval=interval, log_dir=log_dir or work_dir / "logs-hf" / "pools")
+        interval=interval, log_dir=log_dir or work_dir / "logs-hf" / "pools",
+        runtime=runtime(pools) if runtime is not None else None)
     supervisor = Supervisor(settings, pools, options,
                             listeners=[StatePublisher(client), PoolMetrics()])
     supervisor.start()

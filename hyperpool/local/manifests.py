@@ -46,6 +46,8 @@ class PoolConfig:
     request: Resources
     source: str
     concurrency: int = 1  # tasks one worker runs at once (its slot threads)
+    image: str | None = None  # spec.image: the container runtime's (processes ignore it)
+    limits: Resources | None = None  # initialResources.limits, for containers
 
 
 def _documents(path: Path) -> list[tuple[int, Any]]:
@@ -108,6 +110,14 @@ def _request(pool: WorkerPool, default: Resources) -> Resources:
                      default.memory if memory is None else Decimal(memory))
 
 
+def _limits(pool: WorkerPool, request: Resources) -> Resources:
+    """What one worker container may use: the stated limits, else its request."""
+    limits = pool.spec.initialResources.limits
+    cpu, memory = limits.cpu_cores, limits.memory_bytes
+    return Resources(request.cpu if cpu is None else Decimal(cpu),
+                     request.memory if memory is None else Decimal(memory))
+
+
 def pool_config(source: str, pool: WorkerPool, namespace: str,
                 default_request: Resources = DEFAULT_WORKER_REQUEST) -> PoolConfig:
     """The local pool of one validated manifest (queue in its namespace, else ``namespace``)."""
@@ -117,15 +127,18 @@ def pool_config(source: str, pool: WorkerPool, namespace: str,
     except ConfigError as exc:
         raise ConfigError(exc.message, source=source,
                           where="spec.queueName" if spec.queueName else "spec.taskType") from None
+    request = _request(pool, default_request)
     return PoolConfig(
         name=pool.metadata.name,
         task_type=spec.taskType,
         queue=queue,
         min_replicas=spec.minReplicaCount,
         max_replicas=spec.maxReplicaCount,
-        request=_request(pool, default_request),
+        request=request,
         source=source,
         concurrency=spec.concurrency or 1,
+        image=spec.image,
+        limits=_limits(pool, request),
     )
 
 

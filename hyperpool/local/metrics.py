@@ -31,6 +31,7 @@ class PoolMetrics:
 
         self.metrics = metrics
         self._targets: dict[str, int] = {}
+        self._restarts: dict[str, int] = {}
 
     def __call__(self, snapshot: dict[str, Any]) -> None:
         m, namespace = self.metrics, snapshot["namespace"]
@@ -45,6 +46,11 @@ class PoolMetrics:
                 direction = "up" if pool["target"] > before else "down"
                 m.SCALING_DECISIONS.labels(namespace, name, direction).inc()
             self._targets[name] = pool["target"]
+            exits = pool.get("restarts", 0) - self._restarts.get(name, 0)
+            if exits > 0:
+                reason = "oom-killed" if "OOM-killed" in (pool.get("last_exit") or "") else "error"
+                m.WORKER_EXITS.labels(namespace, name, reason).inc(exits)
+            self._restarts[name] = pool.get("restarts", 0)
         for resource in ("cpu", "memory"):
             left = (parse_quantity(snapshot["budget"][resource])
                     - parse_quantity(snapshot["used"][resource]))

@@ -33,6 +33,7 @@ class Pool:
     crash_streak: int = 0
     not_before: float = 0.0
     limited: bool = False
+    last_exit: str | None = None  # how the last worker that died on its own ended
 
     @property
     def active(self) -> list[WorkerProcess]:

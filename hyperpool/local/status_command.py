@@ -122,6 +122,11 @@ def render_status(data: dict[str, Any], out: Console, *, show_idle: bool = False
     if hidden:
         out.print(f"{hidden} idle queue{'s' if hidden != 1 else ''} (no messages, no "
                   "consumers: left from earlier runs) not shown; --all shows them")
+    for row in rows:
+        if row.get("restarts"):
+            out.print(f"[yellow]pool {row['name']}:[/] {row['restarts']} worker exit"
+                      f"{'s' if row['restarts'] != 1 else ''} on their own; last: "
+                      f"{row.get('last_exit') or 'unknown'}")
     if any(r.get("state") == STRANDED for r in rows):
         out.print("[yellow]note:[/] stranded queues hold messages nobody reads: start their "
                   "pools (`hyperpool pools up --workdir DIR`) or delete the queues")

@@ -61,6 +61,9 @@ class SupervisorOptions:
     log_dir: Path | None = None
     worker_loglevel: str = "INFO"
     max_starting: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    # None: worker processes; else e.g. a ContainerRuntime (local/containers.py), whose
+    # start(config, settings=, work_dir=, loglevel=) returns a worker of the same interface.
+    runtime: Any = None
 
 
 Listener = Callable[[dict[str, Any]], None]
@@ -113,9 +116,11 @@ class Supervisor:
                               worker.pid, code)
                     continue
                 delay = pool.crashed(now, worker.age(now))
+                detail = getattr(worker, "exit_detail", "")  # containers: OOM, last log lines
+                pool.last_exit = f"exit code {code}{detail.split(';')[0]}"
                 where = f"; see {worker.log_path}" if worker.log_path else ""
-                log.warning("pool %s: worker %d exited unexpectedly with code %s%s; replacing "
-                            "it%s", pool.config.name, worker.pid, code, where,
+                log.warning("pool %s: worker %d exited unexpectedly with code %s%s%s; replacing "
+                            "it%s", pool.config.name, worker.pid, code, detail, where,
                             f" in {delay:g}s" if delay else "")
 
     def _used(self) -> Resources:
@@ -208,11 +213,7 @@ class Supervisor:
                     pending.remove(pool)
                     continue
                 slots -= 1
-                pool.workers.append(WorkerProcess.start(
-                    pool.config.name, pool.config.queue, settings=self.settings,
-                    work_dir=self.options.work_dir, log_dir=self.options.log_dir,
-                    loglevel=self.options.worker_loglevel,
-                    concurrency=pool.config.concurrency))
+                pool.workers.append(self._launch(pool.config))
                 used = used + pool.config.request
                 if len(pool.active) >= pool.target:
                     pending.remove(pool)
@@ -223,6 +224,16 @@ class Supervisor:
                          pool.config.name, before[pool.config.name], len(pool.active),
                          self._depth_text(pool), pool.desired,
                          "; budget exhausted" if pool.limited else "")
+
+    def _launch(self, config: PoolConfig) -> Any:
+        if self.options.runtime is not None:
+            return self.options.runtime.start(config, settings=self.settings,
+                                              work_dir=self.options.work_dir,
+                                              loglevel=self.options.worker_loglevel)
+        return WorkerProcess.start(config.name, config.queue, settings=self.settings,
+                                   work_dir=self.options.work_dir, log_dir=self.options.log_dir,
+                                   loglevel=self.options.worker_loglevel,
+                                   concurrency=config.concurrency)
 
     @staticmethod
     def _depth_text(pool: Pool) -> str:
@@ -245,6 +256,7 @@ class Supervisor:
                 "replicas": len(pool.active), "draining": len(pool.workers) - len(pool.active),
                 "busy": pool.busy, "desired": pool.desired, "target": pool.target,
                 "quota_limited": pool.limited, "restarts": pool.restarts,
+                "last_exit": pool.last_exit,
                 "workers": [w.describe(now) for w in pool.workers],
             })
         return {

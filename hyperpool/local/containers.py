@@ -1,0 +1,203 @@
+"""Pool workers as containers (``--runtime docker``), through the Docker SDK.
+
+Each replica is a container of the pool's ``spec.image`` running ``hyperpool worker`` (the
+entrypoint is set, so an image's own ENTRYPOINT does not matter), with the limits of
+``initialResources.limits`` (its requests where it states none) as CPU quota and memory
+limit, the work dir bind-mounted at the same path (task messages name it), the host's network
+(the broker and Redis at the addresses the supervisor uses), the invoking user's uid:gid (so
+files in the work dir belong to whoever ran the command), no capabilities and a read-only
+root. Everything else is the process runtime's: same formula, budget and rules.
+
+* **Stop** is ``SIGTERM`` to the container (Celery's warm shutdown; the running task
+  finishes), sent without waiting: the supervisor's loop sees the exit on a later tick.
+* **Busy** works as for processes: the container's main process has a host PID, and the
+  task's command is its child (:func:`hyperpool.local.workers.refresh_busy`).
+* **Exits**: a container that exits on its own is reported with its exit code, whether the
+  kernel OOM-killed it, and its last log lines; it is then removed. Its unacknowledged message
+  is redelivered by the broker (acks late), so the task is not lost.
+* **Before anything starts**, each image is checked: present here, and able to run
+  ``hyperpool`` (an image of another executor, such as HyperFlow's own AMQP executor images,
+  would otherwise crash-loop). A daemon that does not answer is one line naming its socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from hyperpool.errors import ConfigError, ServiceUnavailable
+from hyperpool.local.budget import Resources
+from hyperpool.local.manifests import PoolConfig
+from hyperpool.local.workers import worker_env
+from hyperpool.settings import Settings
+
+DEFAULT_IMAGE = "hyperpool/executor-generic:latest"
+LABEL = "io.hyperpool.supervisor-pid"  # which supervisor started it (stale ones are removed)
+_sequence = itertools.count(1)
+
+
+class ContainerWorker:
+    """One worker container of a pool (the interface of :class:`WorkerProcess`)."""
+
+    log_path: Path | None = None
+
+    def __init__(self, pool: str, container: Any, limits: Resources):
+        self.pool = pool
+        self.container = container
+        self.limits = limits
+        self.started = time.monotonic()
+        self.draining_since: float | None = None
+        self.busy: bool | None = None
+        self.running = 0
+        self.exit_detail = ""
+        container.reload()
+        self.pid = int(container.attrs["State"]["Pid"] or 0)
+
+    @property
+    def draining(self) -> bool:
+        return self.draining_since is not None
+
+    def age(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self.started
+
+    def poll(self) -> int | None:
+        """The exit code once the container has exited (it is then removed), else None."""
+        import docker.errors
+
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            return -1
+        state = self.container.attrs["State"]
+        if state["Status"] not in ("exited", "dead"):
+            return None
+        code = int(state["ExitCode"])
+        if not self.draining:
+            oom = " (OOM-killed: over its memory limit " \
+                  f"{self.limits.describe()})" if state.get("OOMKilled") else ""
+            tail = self.container.logs(tail=5).decode(errors="replace").strip()
+            self.exit_detail = f"{oom}; container {self.container.name}, last log lines:\n" \
+                               f"{tail}" if tail else oom
+        with contextlib.suppress(docker.errors.APIError):
+            self.container.remove(force=True)
+        return code
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM), without waiting for it."""
+        if self.draining_since is None:
+            self.draining_since = time.monotonic()
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL: the running task's message is redelivered."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.APIError):
+            self.container.kill(signal=int(sig))
+
+    def describe(self, now: float) -> dict[str, object]:
+        return {"pid": self.pid, "container": self.container.name,
+                "age_seconds": round(self.age(now), 1),
+                "state": "draining" if self.draining else "running", "busy": self.busy,
+                "log": None}
+
+
+class ContainerRuntime:
+    """Starts workers as containers; checks the daemon and the images up front."""
+
+    def __init__(self, default_image: str = DEFAULT_IMAGE):
+        import docker
+        import docker.errors
+
+        self.default_image = default_image
+        try:
+            self.client = docker.from_env(timeout=60)
+            self.client.ping()
+        except docker.errors.DockerException as exc:
+            socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+            raise ServiceUnavailable(
+                f"cannot reach the Docker daemon at {socket}: {exc}; start it "
+                "(`make docker` does) or set DOCKER_HOST") from None
+        self._remove_stale()
+
+    def image_of(self, pool: PoolConfig) -> str:
+        return pool.image or self.default_image
+
+    def check(self, pools: list[PoolConfig]) -> None:
+        """Refuse images that are missing or cannot run ``hyperpool``, naming them."""
+        import docker.errors
+
+        for image in sorted({self.image_of(p) for p in pools}):
+            source = next(p.source for p in pools if self.image_of(p) == image)
+            try:
+                self.client.images.get(image)
+            except docker.errors.ImageNotFound:
+                raise ConfigError(
+                    f"image {image!r} is not on this machine: build it (`make images` builds "
+                    f"hyperpool's) or `docker pull {image}`", source=source) from None
+            try:
+                self.client.containers.run(image, ["worker", "--help"], entrypoint=["hyperpool"],
+                                           remove=True, network_disabled=True)
+            except docker.errors.ContainerError as exc:
+                why = (exc.stderr or b"").decode(errors="replace").strip()[-200:]
+                raise _cannot_run(image, why or str(exc), source) from None
+            except docker.errors.APIError as exc:  # e.g. "executable file not found"
+                raise _cannot_run(image, str(exc.explanation), source) from None
+
+    def start(self, pool: PoolConfig, *, settings: Settings, work_dir: Path,
+              loglevel: str = "INFO") -> ContainerWorker:
+        limits = pool.limits or pool.request
+        env = worker_env(settings, pool.queue, work_dir, base={})
+        container = self.client.containers.run(
+            self.image_of(pool),
+            ["worker", "--queue", pool.queue, "--concurrency", str(pool.concurrency),
+             "--loglevel", loglevel],
+            entrypoint=["hyperpool"], detach=True, environment=env, network_mode="host",
+            name=f"hyperpool-{pool.name}-{os.getpid()}-{next(_sequence)}",
+            labels={LABEL: str(os.getpid()), "io.hyperpool.pool": pool.name},
+            volumes={str(work_dir): {"bind": str(work_dir), "mode": "rw"}},
+            working_dir=str(work_dir), user=f"{os.getuid()}:{os.getgid()}",
+            read_only=True, tmpfs={"/tmp": "rw,size=256m"}, cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            nano_cpus=int(limits.cpu * 1_000_000_000), mem_limit=int(limits.memory),
+            memswap_limit=int(limits.memory))  # no swap: over the limit is an OOM kill
+        return ContainerWorker(pool.name, container, limits)
+
+    def _remove_stale(self) -> None:
+        """Containers of supervisors that are gone (killed outright): running ones get a warm
+        stop, exited ones are removed."""
+        import docker.errors
+
+        for container in self.client.containers.list(all=True, filters={"label": LABEL}):
+            pid = int(container.labels.get(LABEL, "0") or 0)
+            if not pid or _alive(pid):
+                continue
+            with contextlib.suppress(docker.errors.APIError):
+                if container.status == "running":
+                    container.kill(signal=int(signal.SIGTERM))
+                else:
+                    container.remove()
+
+
+def _cannot_run(image: str, why: str, source: str) -> ConfigError:
+    return ConfigError(f"image {image!r} cannot run `hyperpool` ({why}): pool workers run "
+                       "`hyperpool worker` in it; build it FROM hyperpool/executor-generic or "
+                       "pip install hyperpool in it", source=source)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
