@@ -54,7 +54,8 @@ class ContainerWorker:
         self.draining_since: float | None = None
         self.busy: bool | None = None
         self.running = 0
-        self.exit_detail = ""
+        self.exit_note = ""  # e.g. "OOM-killed ...", once it exited on its own
+        self.exit_log = ""  # its last log lines then
         container.reload()
         self.pid = int(container.attrs["State"]["Pid"] or 0)
 
@@ -78,11 +79,9 @@ class ContainerWorker:
             return None
         code = int(state["ExitCode"])
         if not self.draining:
-            oom = " (OOM-killed: over its memory limit " \
-                  f"{self.limits.describe()})" if state.get("OOMKilled") else ""
-            tail = self.container.logs(tail=5).decode(errors="replace").strip()
-            self.exit_detail = f"{oom}; container {self.container.name}, last log lines:\n" \
-                               f"{tail}" if tail else oom
+            if state.get("OOMKilled"):
+                self.exit_note = f"OOM-killed: over its limits ({self.limits.describe()})"
+            self.exit_log = self.container.logs(tail=5).decode(errors="replace").strip()
         with contextlib.suppress(docker.errors.APIError):
             self.container.remove(force=True)
         return code

@@ -116,12 +116,14 @@ class Supervisor:
                               worker.pid, code)
                     continue
                 delay = pool.crashed(now, worker.age(now))
-                detail = getattr(worker, "exit_detail", "")  # containers: OOM, last log lines
-                pool.last_exit = f"exit code {code}{detail.split(';')[0]}"
+                # Containers say more: whether the kernel OOM-killed it, its last log lines.
+                note, tail = getattr(worker, "exit_note", ""), getattr(worker, "exit_log", "")
+                pool.last_exit = f"exit code {code}" + (f" ({note})" if note else "")
                 where = f"; see {worker.log_path}" if worker.log_path else ""
                 log.warning("pool %s: worker %d exited unexpectedly with code %s%s%s; replacing "
-                            "it%s", pool.config.name, worker.pid, code, detail, where,
-                            f" in {delay:g}s" if delay else "")
+                            "it%s%s", pool.config.name, worker.pid, code,
+                            f" ({note})" if note else "", where, f" in {delay:g}s" if delay else "",
+                            f"; its last log lines:\n{tail}" if tail else "")
 
     def _used(self) -> Resources:
         """Budget held by workers: all but draining ones known to be idle."""

@@ -41,6 +41,15 @@ def manifest(tmp_path, name="box", task_type="box", image=GENERIC, max=2, memory
     return path
 
 
+def pools_up(path, work, namespace) -> subprocess.Popen[str]:
+    """``hyperpool pools up --runtime docker`` in the background (stop it with SIGTERM)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "hyperpool", "pools", "up", "--runtime", "docker", "-f", str(path),
+         "--workdir", str(work), "--cooldown", "30", "--interval", "0.2"],
+        env=hyperpool_env(namespace, work), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+
+
 def containers_of(docker_client, pool: str) -> list:
     return docker_client.containers.list(all=True, filters={
         "label": [LABEL, f"io.hyperpool.pool={pool}"]})
@@ -69,12 +78,7 @@ def test_a_killed_worker_container_has_its_task_redelivered_and_counted_once(
         docker_client, work, namespace, tmp_path, stream):
     pool = f"kill{namespace}"
     queue = f"{namespace}.kill"
-    up = subprocess.Popen(
-        [sys.executable, "-m", "hyperpool", "pools", "up", "--runtime", "docker",
-         "-f", str(manifest(tmp_path, name=pool, task_type="kill", max=1)),
-         "--workdir", str(work), "--cooldown", "30", "--interval", "0.2"],
-        env=hyperpool_env(namespace, work), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+    up = pools_up(manifest(tmp_path, name=pool, task_type="kill", max=1), work, namespace)
     try:
         stream.send(queue, "victim", executable="sh",
                     args=["-c", "echo try >> tries; sleep 4; echo ok > done"])
@@ -98,12 +102,8 @@ def test_a_task_over_its_memory_limit_is_reported_as_oom_killed(
         docker_client, work, namespace, tmp_path, stream):
     pool = f"oom{namespace}"
     queue = f"{namespace}.oom"
-    up = subprocess.Popen(
-        [sys.executable, "-m", "hyperpool", "pools", "up", "--runtime", "docker",
-         "-f", str(manifest(tmp_path, name=pool, task_type="oom", max=1, memory="256Mi")),
-         "--workdir", str(work), "--cooldown", "5", "--interval", "0.2"],
-        env=hyperpool_env(namespace, work), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+    up = pools_up(manifest(tmp_path, name=pool, task_type="oom", max=1, memory="256Mi"), work,
+                  namespace)
     try:
         # Far over the limit, so that the task, not its worker (~60 MB), is the largest
         # process in the container when the kernel picks whom to kill.
