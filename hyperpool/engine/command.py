@@ -55,13 +55,14 @@ from hyperpool.wording import plural
               help="With --runtime docker: the image of pools whose manifest names none.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve the engine's Prometheus /metrics on this port.")
-@click.option("--job-model", type=click.Choice(["local", "kubernetes"]), default="local",
-              show_default=True, help="Where unlisted task types run: one local `hyperpool "
-              "execute` process per task, or one batch/v1 Job per task.")
+@click.option("--job-model", type=click.Choice(["local", "docker", "kubernetes"]),
+              default="local", show_default=True,
+              help="Where unlisted task types run: one local `hyperpool execute` process per "
+                   "task, one container of --job-image per task, or one batch/v1 Job per task.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False),
               help="With --job-model kubernetes (default: in-cluster, then $KUBECONFIG).")
 @click.option("--job-image", default="hyperpool/executor-generic:latest", show_default=True,
-              help="Executor image of the Jobs.")
+              help="Executor image of the job model's Jobs (kubernetes) or containers (docker).")
 @click.option("--job-namespace", help="Namespace of the Jobs (default: --namespace).")
 @click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path),
               help="Draw a Gantt chart of tasks per worker to this .png or .html file.")
@@ -107,6 +108,11 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
     launcher = None
     if job_model == "kubernetes":
         launcher = kubernetes_jobs(settings, kubeconfig, job_image, job_namespace or namespace)
+    elif job_model == "docker":
+        from hyperpool.engine.container_jobs import ContainerJobLauncher
+
+        launcher = lambda engine: ContainerJobLauncher(  # noqa: E731 - the factory's shape
+            settings, engine.client, engine.stream, workdir, engine.run_id, job_image)
     engine = Engine(dag, routing, settings, options, client, publisher, on_progress=progress,
                     job_launcher=launcher)
     click.echo(f"hyperpool: run {engine.run_id}: {plural(len(dag.tasks), 'task')} "

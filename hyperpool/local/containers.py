@@ -113,18 +113,8 @@ class ContainerRuntime:
     """Starts workers as containers; checks the daemon and the images up front."""
 
     def __init__(self, default_image: str = DEFAULT_IMAGE):
-        import docker
-        import docker.errors
-
         self.default_image = default_image
-        try:
-            self.client = docker.from_env(timeout=60)
-            self.client.ping()
-        except docker.errors.DockerException as exc:
-            socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-            raise ServiceUnavailable(
-                f"cannot reach the Docker daemon at {socket}: {exc}; start it "
-                "(`make docker` does) or set DOCKER_HOST") from None
+        self.client = docker_client()
         self._remove_stale()
 
     def image_of(self, pool: PoolConfig) -> str:
@@ -132,24 +122,9 @@ class ContainerRuntime:
 
     def check(self, pools: list[PoolConfig]) -> None:
         """Refuse images that are missing or cannot run ``hyperpool``, naming them."""
-        import docker.errors
-
         for image in sorted({self.image_of(p) for p in pools}):
-            source = next(p.source for p in pools if self.image_of(p) == image)
-            try:
-                self.client.images.get(image)
-            except docker.errors.ImageNotFound:
-                raise ConfigError(
-                    f"image {image!r} is not on this machine: build it (`make images` builds "
-                    f"hyperpool's) or `docker pull {image}`", source=source) from None
-            try:
-                self.client.containers.run(image, ["worker", "--help"], entrypoint=["hyperpool"],
-                                           remove=True, network_disabled=True)
-            except docker.errors.ContainerError as exc:
-                why = (exc.stderr or b"").decode(errors="replace").strip()[-200:]
-                raise _cannot_run(image, why or str(exc), source) from None
-            except docker.errors.APIError as exc:  # e.g. "executable file not found"
-                raise _cannot_run(image, str(exc.explanation), source) from None
+            check_image(self.client, image, next(p.source for p in pools
+                                                 if self.image_of(p) == image))
 
     def start(self, pool: PoolConfig, *, settings: Settings, work_dir: Path,
               loglevel: str = "INFO") -> ContainerWorker:
@@ -159,15 +134,11 @@ class ContainerRuntime:
             self.image_of(pool),
             ["worker", "--queue", pool.queue, "--concurrency", str(pool.concurrency),
              "--loglevel", loglevel],
-            entrypoint=["hyperpool"], detach=True, environment=env, network_mode="host",
             name=f"hyperpool-{pool.name}-{os.getpid()}-{next(_sequence)}",
-            labels={LABEL: str(os.getpid()), "io.hyperpool.pool": pool.name},
-            volumes={str(work_dir): {"bind": str(work_dir), "mode": "rw"}},
-            working_dir=str(work_dir), user=f"{os.getuid()}:{os.getgid()}",
-            read_only=True, tmpfs={"/tmp": "rw,size=256m"}, cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            labels={LABEL: str(os.getpid()), "io.hyperpool.pool": pool.name}, environment=env,
             nano_cpus=int(limits.cpu * 1_000_000_000), mem_limit=int(limits.memory),
-            memswap_limit=int(limits.memory))  # no swap: over the limit is an OOM kill
+            memswap_limit=int(limits.memory),  # no swap: over the limit is an OOM kill
+            **run_options(work_dir))
         return ContainerWorker(pool.name, container, limits)
 
     def _remove_stale(self) -> None:
@@ -186,10 +157,53 @@ class ContainerRuntime:
                     container.remove()
 
 
-def _cannot_run(image: str, why: str, source: str) -> ConfigError:
-    return ConfigError(f"image {image!r} cannot run `hyperpool` ({why}): pool workers run "
-                       "`hyperpool worker` in it; build it FROM hyperpool/executor-generic or "
-                       "pip install hyperpool in it", source=source)
+def run_options(work_dir: Path) -> dict[str, Any]:
+    """How every container of hyperpool's runs (workers and jobs alike): ``hyperpool`` as its
+    entrypoint, detached, the host's network, the work dir at its own path, the caller's
+    uid:gid, a read-only root with a private /tmp, no capabilities."""
+    return {"entrypoint": ["hyperpool"], "detach": True, "network_mode": "host",
+            "volumes": {str(work_dir): {"bind": str(work_dir), "mode": "rw"}},
+            "working_dir": str(work_dir), "user": f"{os.getuid()}:{os.getgid()}",
+            "read_only": True, "tmpfs": {"/tmp": "rw,size=256m"}, "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"]}
+
+
+def docker_client() -> Any:
+    """A Docker client whose daemon answers, else one line naming the socket."""
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise ServiceUnavailable(f"cannot reach the Docker daemon at {socket}: {exc}; start it "
+                                 "(`make docker` does) or set DOCKER_HOST") from None
+    return client
+
+
+def check_image(client: Any, image: str, source: str) -> None:
+    """Refuse an image that is not here or cannot run ``hyperpool`` (HyperFlow's own executor
+    images, a bare OS image): a worker or job in it would only crash, again and again."""
+    import docker.errors
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise ConfigError(f"image {image!r} is not on this machine: build it (`make images` "
+                          f"builds hyperpool's) or `docker pull {image}`", source=source) from None
+    try:
+        client.containers.run(image, ["--help"], entrypoint=["hyperpool"], remove=True,
+                              network_disabled=True)
+        return
+    except docker.errors.ContainerError as exc:
+        why = (exc.stderr or b"").decode(errors="replace").strip()[-200:] or str(exc)
+    except docker.errors.APIError as exc:  # e.g. "executable file not found in $PATH"
+        why = str(exc.explanation)
+    raise ConfigError(f"image {image!r} cannot run `hyperpool` ({why}): workers and jobs run "
+                      "`hyperpool` in it; build it FROM hyperpool/executor-generic or pip install "
+                      "hyperpool in it", source=source)
 
 
 def _alive(pid: int) -> bool:

@@ -140,3 +140,30 @@ def test_missing_or_foreign_images_are_refused_before_anything_starts(
         capture_output=True, text=True, timeout=120)
     assert down.returncode == 3 and "cannot reach the Docker daemon at unix:///nonexistent.sock" \
         in down.stderr and "Traceback" not in down.stderr
+
+
+def test_the_job_model_runs_each_task_in_a_container(docker_client, work, namespace):
+    processes = [{"name": f"step{i}", "ins": [i], "outs": [i + 1], "config": {"executor": {
+        "executable": "sh", "args": ["-c", f"cat /proc/1/cgroup > cg.{i}; echo {i} >> order"]}}}
+        for i in range(3)]
+    signals = [{"name": f"s{i}"} for i in range(4)]
+    (work / "workflow.json").write_text(json.dumps(
+        {"processes": processes, "signals": signals, "ins": [0]}))
+    before = {c.id for c in docker_client.containers.list(
+        all=True, filters={"label": "io.hyperpool.run"})}  # other runs' (none, normally)
+    run = subprocess.run(
+        [sys.executable, "-m", "hyperpool", "run", str(work), "--job-model", "docker",
+         "--job-image", GENERIC],
+        env=hyperpool_env(namespace, work), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (work / "order").read_text().split() == ["0", "1", "2"]
+    assert all("docker" in (work / f"cg.{i}").read_text() for i in range(3))
+    left = {c.id for c in docker_client.containers.list(
+        all=True, filters={"label": "io.hyperpool.run"})} - before
+    assert left == set(), "job containers left behind"
+    refused = subprocess.run(
+        [sys.executable, "-m", "hyperpool", "run", str(work), "--job-model", "docker",
+         "--job-image", "debian:bookworm-slim"],
+        env=hyperpool_env(namespace, work), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "--job-image: image 'debian:bookworm-slim' cannot run `hyperpool`" in refused.stderr
