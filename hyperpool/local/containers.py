@@ -26,14 +26,13 @@ import contextlib
 import itertools
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 from hyperpool.errors import ConfigError, ServiceUnavailable
 from hyperpool.local.budget import Resources
 from hyperpool.local.manifests import PoolConfig
-from hyperpool.local.workers import worker_env
+from hyperpool.local.workers import Worker, worker_env
 from hyperpool.settings import Settings
 
 DEFAULT_IMAGE = "hyperpool/executor-generic:latest"
@@ -41,30 +40,17 @@ LABEL = "io.hyperpool.supervisor-pid"  # which supervisor started it (stale ones
 _sequence = itertools.count(1)
 
 
-class ContainerWorker:
-    """One worker container of a pool (the interface of :class:`WorkerProcess`)."""
-
-    log_path: Path | None = None
+class ContainerWorker(Worker):
+    """One worker container of a pool."""
 
     def __init__(self, pool: str, container: Any, limits: Resources):
-        self.pool = pool
+        super().__init__(pool)
         self.container = container
         self.limits = limits
-        self.started = time.monotonic()
-        self.draining_since: float | None = None
-        self.busy: bool | None = None
-        self.running = 0
         self.exit_note = ""  # e.g. "OOM-killed ...", once it exited on its own
         self.exit_log = ""  # its last log lines then
         container.reload()
         self.pid = int(container.attrs["State"]["Pid"] or 0)
-
-    @property
-    def draining(self) -> bool:
-        return self.draining_since is not None
-
-    def age(self, now: float | None = None) -> float:
-        return (time.monotonic() if now is None else now) - self.started
 
     def poll(self) -> int | None:
         """The exit code once the container has exited (it is then removed), else None."""
@@ -88,8 +74,7 @@ class ContainerWorker:
 
     def stop(self) -> None:
         """Warm shutdown (SIGTERM), without waiting for it."""
-        if self.draining_since is None:
-            self.draining_since = time.monotonic()
+        self._mark_draining()
         self._signal(signal.SIGTERM)
 
     def kill(self) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from hyperpool.local.manifests import PoolConfig
 from hyperpool.local.probe import QueueDepth
-from hyperpool.local.workers import WorkerProcess
+from hyperpool.local.workers import Worker
 
 STARTUP_GRACE_SECONDS = 10.0
 YOUNG_CRASH_SECONDS = 10.0
@@ -24,7 +24,7 @@ class Pool:
     """A pool's configuration plus what the supervisor currently knows and runs."""
 
     config: PoolConfig
-    workers: list[WorkerProcess] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
     window: deque[tuple[float, int]] = field(default_factory=deque)
     depth: QueueDepth | None = None
     desired: int = 0
@@ -36,7 +36,7 @@ class Pool:
     last_exit: str | None = None  # how the last worker that died on its own ended
 
     @property
-    def active(self) -> list[WorkerProcess]:
+    def active(self) -> list[Worker]:
         """Workers not asked to stop (the pool's replicas)."""
         return [w for w in self.workers if not w.draining]
 
@@ -55,7 +55,7 @@ class Pool:
             self.window.popleft()
         return max(d for _, d in self.window)
 
-    def victims(self, count: int) -> list[WorkerProcess]:
+    def victims(self, count: int) -> list[Worker]:
         """Whom a scale-down stops: idle first, then unknown and busy; newest first in each."""
         order = sorted(self.active, key=lambda w: (w.busy is not False, -w.started))
         return order[:count]

@@ -83,17 +83,36 @@ def worker_env(settings: Settings, queue: str, work_dir: Path,
     return env
 
 
-class WorkerProcess:
-    """One running ``hyperpool worker`` of a pool."""
+class Worker:
+    """What the supervisor knows of any worker (a process here, a container in
+    :mod:`hyperpool.local.containers`): its age, whether it was asked to stop, how busy."""
 
-    def __init__(self, pool: str, proc: subprocess.Popen[bytes], log_path: Path | None):
+    def __init__(self, pool: str, log_path: Path | None = None):
         self.pool = pool
-        self.proc = proc
         self.log_path = log_path
         self.started = time.monotonic()
         self.draining_since: float | None = None
         self.busy: bool | None = None
         self.running = 0  # tasks' commands running right now (its slots in use)
+
+    @property
+    def draining(self) -> bool:
+        return self.draining_since is not None
+
+    def age(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self.started
+
+    def _mark_draining(self) -> None:
+        if self.draining_since is None:
+            self.draining_since = time.monotonic()
+
+
+class WorkerProcess(Worker):
+    """One running ``hyperpool worker`` of a pool."""
+
+    def __init__(self, pool: str, proc: subprocess.Popen[bytes], log_path: Path | None):
+        super().__init__(pool, log_path)
+        self.proc = proc
 
     @classmethod
     def start(cls, pool: str, queue: str, *, settings: Settings, work_dir: Path,
@@ -121,20 +140,12 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    @property
-    def draining(self) -> bool:
-        return self.draining_since is not None
-
     def poll(self) -> int | None:
         return self.proc.poll()
 
-    def age(self, now: float | None = None) -> float:
-        return (time.monotonic() if now is None else now) - self.started
-
     def stop(self) -> None:
         """Warm shutdown: finish the running task (if any), take no new one, exit."""
-        if self.draining_since is None:
-            self.draining_since = time.monotonic()
+        self._mark_draining()
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGTERM)
 
