@@ -88,6 +88,21 @@ class KubeApi:
         config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         return cls(client.ApiClient(configuration))
 
+    def connection_info(self) -> Any:
+        """These credentials as kopf's ``ConnectionInfo`` (what kopf.login_via_client extracts
+        from the kubernetes client's default configuration, from this one)."""
+        import kopf
+
+        conf = self.client.configuration
+        header = (conf.get_api_key_with_prefix("BearerToken")
+                  or conf.get_api_key_with_prefix("authorization"))
+        scheme, _, token = (header or "").rpartition(" ")
+        return kopf.ConnectionInfo(
+            server=conf.host, ca_path=conf.ssl_ca_cert, insecure=not conf.verify_ssl,
+            username=conf.username or None, password=conf.password or None,
+            scheme=scheme or None, token=token or None, certificate_path=conf.cert_file,
+            private_key_path=conf.key_file)
+
     def request(self, method: str, path: str, *, body: Any = None,
                 query: list[tuple[str, str]] | None = None,
                 content_type: str = "application/json") -> dict[str, Any]:

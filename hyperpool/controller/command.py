@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import click
 
@@ -38,7 +39,6 @@ def controller(namespaces: tuple[str, ...], all_namespaces: bool, templates_dir:
     """Keep each WorkerPool's Deployment, PrometheusRule and ScaledObject in line."""
     import kopf
 
-    from hyperpool.controller.api import KubeApi
     from hyperpool.controller.handlers import build_registry
     from hyperpool.controller.plan import ControllerConfig
     from hyperpool.controller.templates import TemplateError, Templates
@@ -51,11 +51,9 @@ def controller(namespaces: tuple[str, ...], all_namespaces: bool, templates_dir:
         templates = Templates.from_directory(templates_dir) if templates_dir else Templates()
     except TemplateError as exc:
         raise ConfigError(str(exc)) from None
-    if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
     config = ControllerConfig(templates=templates, default_prometheus_url=prometheus_url,
                               termination_grace=termination_grace)
-    registry = build_registry(KubeApi.from_config(kubeconfig), config, interval=interval,
+    registry = build_registry(kube_api(kubeconfig), config, interval=interval,
                               namespaces=namespaces)
     if metrics_port:
         from hyperpool import metrics
@@ -63,3 +61,20 @@ def controller(namespaces: tuple[str, ...], all_namespaces: bool, templates_dir:
         metrics.serve(metrics_port)
     kopf.run(registry=registry, standalone=True, clusterwide=all_namespaces,
              namespaces=list(namespaces), liveness_endpoint=liveness or None)
+
+
+def kube_api(kubeconfig: str | None) -> Any:
+    """The API client, or one line saying why there is none (no service account, no
+    kubeconfig, a broken one) instead of the kubernetes client's traceback."""
+    from kubernetes.config import ConfigException
+
+    from hyperpool.controller.api import KubeApi
+    from hyperpool.errors import ServiceUnavailable
+
+    try:
+        return KubeApi.from_config(kubeconfig)
+    except (ConfigException, OSError, ValueError, TypeError) as exc:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise ServiceUnavailable(
+            f"no Kubernetes credentials: not in a cluster, and the kubeconfig {where} cannot "
+            f"be used ({exc}); pass --kubeconfig FILE or set KUBECONFIG") from None

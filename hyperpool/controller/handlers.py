@@ -128,15 +128,22 @@ def build_registry(api: KubeApi, config: ControllerConfig, *,
     @kopf.on.startup(registry=registry)
     async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_settings(settings)
+        # Exact namespaces need no cluster-wide namespace list, which a namespaced operator
+        # (the chart's watchNamespaces RBAC) may not read: kopf would retry it 9 times with
+        # Forbidden errors before falling back to these very names. Patterns need the list.
+        if namespaces and not any(set(n) & set("*?[!") for n in namespaces):
+            settings.scanning.disabled = True
         tasks.append(asyncio.create_task(_repair_loop(api, config, namespaces, interval)))
 
     # A fresh registry does not carry kopf's default login handlers (those are registered on
-    # the global default registry only), so log in explicitly through the kubernetes client,
-    # which reads KUBECONFIG or the in-cluster service account.
+    # the global default registry only). kopf's own login_via_client loads the kubeconfig the
+    # kubernetes client found when it was *imported* ($KUBECONFIG then, else ~/.kube/config),
+    # so `--kubeconfig FILE` with KUBECONFIG unset never logged kopf in: it logs in with the
+    # very credentials ``api`` uses instead.
     if login:
         @kopf.on.login(registry=registry)
-        def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-            return kopf.login_via_client(**kwargs)
+        def _login(**_: Any) -> kopf.ConnectionInfo:
+            return api.connection_info()
 
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:

@@ -124,24 +124,17 @@ def _established(api: KubeApi, name: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def operator(api: KubeApi, crds: None, kubeconfig: str) -> Iterator[KopfRunner]:
-    """The controller, in-process (KopfRunner), serving all namespaces, repairing every 2 s."""
-    previous = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it
+def operator(api: KubeApi, crds: None) -> Iterator[KopfRunner]:
+    """The controller, in-process (KopfRunner), serving all namespaces, repairing every 2 s.
+    kopf logs in with ``api``'s own credentials (no KUBECONFIG needed)."""
     # Serves the tests' hp-* namespaces; tests that need their own operator (restarts) use
     # other prefixes so two operators never handle one pool.
     registry = build_registry(api, ControllerConfig(), interval=INTERVAL,
                               namespaces=[NAMESPACE_PATTERN])
     runner = KopfRunner(["run", "--standalone", "--namespace", NAMESPACE_PATTERN, "--verbose"],
                         registry=registry, timeout=60)
-    try:
-        with runner:
-            yield runner
-    finally:
-        if previous is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = previous
+    with runner:
+        yield runner
     assert runner.exception is None, runner.output[-4000:]
 
 

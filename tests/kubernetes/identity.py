@@ -1,15 +1,14 @@
 """Run the real controller as a ServiceAccount, to prove its RBAC is enough and no more.
 
-On Kubernetes 1.20 the token controller creates a ``kubernetes.io/service-account-token`` Secret
-for every ServiceAccount; :func:`service_account_kubeconfig` reads it (as the tests' admin) and
-writes a kubeconfig that authenticates with that token only. :func:`run_controller` starts
-``hyperpool controller`` in a subprocess with it — the command users run, not a test double —
-and :func:`can_i` asks the API server's authorizer what that account may do.
+:func:`service_account_kubeconfig` asks the TokenRequest API (as the tests' admin) for a token
+of the account and writes a kubeconfig that authenticates with that token only.
+:func:`run_controller` starts ``hyperpool controller`` in a subprocess with it — the command
+users run, not a test double — and :func:`can_i` asks the API server's authorizer what that
+account may do.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from hyperpool.controller.api import KubeApi
+from hyperpool.controller.api import ApiError, KubeApi
 from tests.kubernetes.conftest import wait_for
 
 KUBECTL = Path.home() / ".cache/hyperpool/k8s-v1.20.2/bin/kubectl"
@@ -32,13 +31,16 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None) -> subprocess
 
 
 def _token(api: KubeApi, namespace: str, name: str) -> str | None:
-    account = api.get("v1", "ServiceAccount", namespace, name) or {}
-    for ref in account.get("secrets") or []:
-        secret = api.get("v1", "Secret", namespace, ref["name"]) or {}
-        token = (secret.get("data") or {}).get("token")
-        if token:
-            return base64.b64decode(token).decode()
-    return None
+    """A bound token of the ServiceAccount from the TokenRequest API: Kubernetes stopped
+    creating token Secrets in 1.24, and 1.20 serves TokenRequest too."""
+    try:
+        answer = api.request(
+            "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                  "spec": {"expirationSeconds": 3600}})
+    except ApiError:  # the account is not there yet
+        return None
+    return (answer.get("status") or {}).get("token")
 
 
 def service_account_kubeconfig(api: KubeApi, admin_kubeconfig: str, namespace: str, name: str,
@@ -73,13 +75,15 @@ def can_i(kubeconfig: str, verb: str, resource: str, namespace: str | None) -> b
 
 
 @contextmanager
-def run_controller(kubeconfig: Path, log: Path, *args: str) -> Iterator[subprocess.Popen]:
-    """``hyperpool controller --kubeconfig KC ARGS`` in a subprocess, logging to ``log``."""
+def run_controller(kubeconfig: Path, log: Path, *args: str, interval: float = 2
+                   ) -> Iterator[subprocess.Popen]:
+    """``hyperpool controller --kubeconfig KC ARGS`` in a subprocess, logging to ``log``, with
+    KUBECONFIG unset: only the option says where the credentials are."""
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     with log.open("w", encoding="utf-8") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hyperpool", "controller", "--kubeconfig", str(kubeconfig),
-             "--liveness", "", "--interval", "2", "--verbose", *args],
+             "--liveness", "", "--interval", str(interval), "--verbose", *args],
             stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
             yield proc

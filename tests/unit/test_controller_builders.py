@@ -250,3 +250,4 @@ def test_job_for_one_task_message():
     assert yaml.safe_load(command[3]) == message
     assert command[4:] == ["--reply-to", "hf:done", "--attempt", "2"]
     assert job["metadata"]["labels"]["hyperflow.agh.edu.pl/task-id"] == "wf-1-mProject-3"
+

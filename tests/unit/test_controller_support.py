@@ -115,7 +115,8 @@ def schema_errors(kind: str, obj: dict) -> list[str]:
     validator = jsonschema.Draft7Validator(strict_jsonschema(crd_schema(kind)))
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
               for e in validator.iter_errors(obj)]
-    return errors + cel_errors(crd_schema(kind), obj)
+    # The API server evaluates CEL rules only on values that passed the schema's type checks.
+    return errors or cel_errors(crd_schema(kind), obj)
 
 
 def _walk(schema: dict, value: Any, path: str) -> Iterator[tuple[dict, Any, str]]:
