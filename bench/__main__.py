@@ -26,7 +26,8 @@ from bench.common import REPO, fsync_latency, machine, wait_quiet, workflow_file
 # Where the local RabbitMQ keeps its Raft logs (Debian's package); else any local disk.
 BROKER_DISK = next(p for p in (Path("/var/lib/rabbitmq"), Path(tempfile.gettempdir()))
                    if os.access(p, os.W_OK))
-SECTIONS = ("throughput", "latency", "makespan", "scaling", "memory", "controller", "demo")
+SECTIONS = ("throughput", "latency", "makespan", "scaling", "memory", "controller", "demo",
+            "containers")
 
 
 def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
@@ -76,6 +77,10 @@ def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
         from bench import demo
 
         res["demo"] = demo.measure(1 if quick else 3)
+    elif name == "containers":
+        from bench import containers
+
+        res["containers"] = containers.measure(1 if quick else 3)
 
 
 def main() -> None:

@@ -69,11 +69,12 @@ def round_trip(sup: Supervisor, publisher: Publisher, reader: ResultReader, queu
 
 
 def measure(workers: int = 4, rounds: int = 3, interval: float = 0.25,
-            cooldown: float = 1.0) -> dict[str, list[float]]:
+            cooldown: float = 1.0, runtime: object = None) -> dict[str, list[float]]:
     """Run ``rounds`` cold starts; per round: first start, N spawned, N started, back to 0.
 
     ``to zero`` is the time from the round's last result to the pool having no workers
     again (the cooldown plus the supervisor's reaction and the workers' warm shutdown).
+    ``runtime``: None for worker processes, else e.g. a ContainerRuntime.
     """
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     settings = load_settings({**os.environ, "HYPERPOOL_NAMESPACE": namespace})
@@ -86,7 +87,7 @@ def measure(workers: int = 4, rounds: int = 3, interval: float = 0.25,
     work_dir = Path(tempfile.mkdtemp(prefix="hyperpool-bench-"))
     options = SupervisorOptions(budget=Resources(Decimal(workers), Decimal(2**34)),
                                 work_dir=work_dir, cooldown=cooldown, interval=interval,
-                                log_dir=work_dir / "logs")
+                                log_dir=work_dir / "logs", runtime=runtime)
     sup = Supervisor(settings, [pool], options).start()
     publisher = Publisher(settings)
     reader = ResultReader(client, stream)

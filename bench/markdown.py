@@ -356,6 +356,10 @@ def render(res: dict[str, Any], plots: list[str]) -> str:
         from bench.demo import section as demo_section
 
         out += demo_section(res)
+    if "containers" in res:
+        from bench.containers import section as containers_section
+
+        out += containers_section(res)
     from bench.notes import notes
 
     out += notes(res, met)
