@@ -121,25 +121,25 @@ def test_a_task_over_its_memory_limit_is_reported_as_oom_killed(
 def test_missing_or_foreign_images_are_refused_before_anything_starts(
         docker_client, work, namespace, tmp_path):
     env = hyperpool_env(namespace, work)
-    missing = subprocess.run(
-        [sys.executable, "-m", "hyperpool", "pools", "up", "--runtime", "docker", "-f",
-         str(manifest(tmp_path, name="gone", image="hyperpool/no-such-image:1"))],
-        env=env, capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+    def refused(image: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        path = manifest(tmp_path, name=f"p{abs(hash(image)) % 1000}", image=image)
+        done = subprocess.run([sys.executable, "-m", "hyperpool", "pools", "up", "--runtime",
+                               "docker", "-f", str(path)], env={**env, **extra},
+                              capture_output=True, text=True, timeout=120)
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, (
+            done.stderr)
+        return done
+
+    missing = refused("hyperpool/no-such-image:1")
+    assert missing.returncode == 2
     assert "image 'hyperpool/no-such-image:1' is not on this machine" in missing.stderr
-    foreign = subprocess.run(
-        [sys.executable, "-m", "hyperpool", "pools", "up", "--runtime", "docker", "-f",
-         str(manifest(tmp_path, name="alien", image="debian:bookworm-slim"))],
-        env=env, capture_output=True, text=True, timeout=120)
-    assert foreign.returncode == 2 and "Traceback" not in foreign.stderr
+    foreign = refused("debian:bookworm-slim")
+    assert foreign.returncode == 2
     assert "image 'debian:bookworm-slim' cannot run `hyperpool`" in foreign.stderr
-    assert len(foreign.stderr.strip().splitlines()) == 1
-    down = subprocess.run(
-        [sys.executable, "-m", "hyperpool", "pools", "up", "--runtime", "docker", "-f",
-         str(manifest(tmp_path))], env={**env, "DOCKER_HOST": "unix:///nonexistent.sock"},
-        capture_output=True, text=True, timeout=120)
-    assert down.returncode == 3 and "cannot reach the Docker daemon at unix:///nonexistent.sock" \
-        in down.stderr and "Traceback" not in down.stderr
+    down = refused(GENERIC, DOCKER_HOST="unix:///nonexistent.sock")
+    assert down.returncode == 3
+    assert "cannot reach the Docker daemon at unix:///nonexistent.sock" in down.stderr
 
 
 def test_the_job_model_runs_each_task_in_a_container(docker_client, work, namespace):
