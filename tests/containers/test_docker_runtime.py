@@ -167,3 +167,26 @@ def test_the_job_model_runs_each_task_in_a_container(docker_client, work, namesp
         env=hyperpool_env(namespace, work), capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "--job-image: image 'debian:bookworm-slim' cannot run `hyperpool`" in refused.stderr
+
+
+def test_containers_of_a_killed_supervisor_are_stopped_by_the_next_one(
+        docker_client, work, namespace, tmp_path, stream):
+    """A supervisor SIGKILLed outright cannot stop its containers; the next supervisor on the
+    machine does (a warm stop), so they do not consume for ever."""
+    from hyperpool.local.containers import ContainerRuntime
+
+    pool = f"orphan{namespace}"
+    queue = f"{namespace}.orphan"
+    up = pools_up(manifest(tmp_path, name=pool, task_type="orphan", max=1), work, namespace)
+    stream.send(queue, "wake", executable="true")
+    assert stream.wait("wake", timeout=120).exit_code == 0
+    up.kill()
+    up.wait(timeout=30)
+    (orphan,) = containers_of(docker_client, pool)
+    assert orphan.status == "running"
+    ContainerRuntime()
+    wait_for(lambda: (orphan.reload(), orphan.status)[1] == "exited", timeout=60,
+             what="the orphan's warm stop")
+    assert orphan.attrs["State"]["ExitCode"] == 0
+    ContainerRuntime()  # and the next one removes what has exited
+    assert containers_of(docker_client, pool) == []
