@@ -17,6 +17,7 @@ from hyperpool.controller.scaler import PAUSED_ANNOTATION
 from hyperpool.quantities import QUANTITY_PATTERN
 from tests.unit.test_controller_support import (
     OUR_CRD,
+    REPO,
     crd_schema,
     design_document_manifest,
     load_crds,
@@ -251,3 +252,14 @@ def test_job_for_one_task_message():
     assert command[4:] == ["--reply-to", "hf:done", "--attempt", "2"]
     assert job["metadata"]["labels"]["hyperflow.agh.edu.pl/task-id"] == "wf-1-mProject-3"
 
+
+
+def test_the_podmonitors_pass_the_prometheus_operator_schema():
+    """k8s/monitoring/'s PodMonitors against the real CRD schema, strictly (a key the API server
+    would prune is an error); tests/unit/test_dashboard.py checks the keys it relies on where
+    the reference CRDs are absent."""
+    docs = [d for d in yaml.safe_load_all(
+        (REPO / "k8s" / "monitoring" / "podmonitor.yaml").read_text()) if d]
+    assert len(docs) == 2
+    for doc in docs:
+        assert schema_errors("PodMonitor", doc) == [], doc["metadata"]["name"]

@@ -330,8 +330,9 @@ def test_variables_and_panels_are_consistent():
 
 
 # -- tests: PodMonitors ---------------------------------------------------------------------
-# No PodMonitor CRD in ../shared/crds: the keys we use, as prometheus-operator's CRD spells
-# them, stand in for its schema (a misspelt key would be pruned by the API server, silently).
+# The keys we use, as prometheus-operator's CRD spells them, so that this runs without the
+# reference CRDs too (a misspelt key would be pruned by the API server, silently); with them,
+# test_controller_builders checks the PodMonitors against the CRD's own schema.
 KEYS = {"": {"apiVersion", "kind", "metadata", "spec"},
         "spec": {"selector", "namespaceSelector", "podMetricsEndpoints"},
         "selector": {"matchLabels"}, "namespaceSelector": {"any", "matchNames"},
