@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.parse
@@ -30,6 +31,22 @@ from hyperpool.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 MGMT = "http://127.0.0.1:15672/api"
+
+
+WORKER_POOL = """\
+apiVersion: hyperflow.agh.edu.pl/v1
+kind: WorkerPool
+metadata:
+  name: {name}
+spec:
+  taskType: {task_type}
+{extra}"""
+
+
+def worker_pool_yaml(name: str = "mproject", task_type: str = "mProject", extra: str = "") -> str:
+    """A WorkerPool manifest; ``extra``: more lines of its spec (YAML, unindented)."""
+    return WORKER_POOL.format(name=name, task_type=task_type,
+                              extra=textwrap.indent(extra, "  "))
 
 
 def montage_workflow(directory: Path, rows: int, cols: int) -> dict:

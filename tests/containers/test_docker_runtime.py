@@ -16,28 +16,19 @@ import sys
 import time
 
 from hyperpool.local.containers import LABEL
-from tests.conftest import hyperpool_env, wait_for
+from tests.conftest import hyperpool_env, wait_for, worker_pool_yaml
 from tests.containers.conftest import GENERIC
-
-POOL = """\
-apiVersion: hyperflow.agh.edu.pl/v1
-kind: WorkerPool
-metadata:
-  name: {name}
-spec:
-  taskType: {task_type}
-  image: {image}
-  maxReplicaCount: {max}
-  initialResources:
-    requests: {{cpu: 250m, memory: 64Mi}}
-    limits: {{cpu: 500m, memory: {memory}}}
-"""
 
 
 def manifest(tmp_path, name="box", task_type="box", image=GENERIC, max=2, memory="256Mi"):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(POOL.format(name=name, task_type=task_type, image=image, max=max,
-                                memory=memory))
+    path.write_text(worker_pool_yaml(name, task_type, f"""\
+image: {image}
+maxReplicaCount: {max}
+initialResources:
+  requests: {{cpu: 250m, memory: 64Mi}}
+  limits: {{cpu: 500m, memory: {memory}}}
+"""))
     return path
 
 

@@ -20,19 +20,12 @@ from hyperpool.executor.publisher import Publisher
 from hyperpool.local.embedded import local_pools
 from hyperpool.local.state import KEY_PREFIX, read_states
 from hyperpool.routing import Routing
-from tests.conftest import hyperpool_env, queue_info, wait_for
+from tests.conftest import hyperpool_env, queue_info, wait_for, worker_pool_yaml
 
-MANIFEST = """\
-apiVersion: hyperflow.agh.edu.pl/v1
-kind: WorkerPool
-metadata:
-  name: {name}
-spec:
-  taskType: {task_type}
-  maxReplicaCount: {max}
-  initialResources:
-    requests: {{cpu: 500m, memory: 256Mi}}
-"""
+
+def pool_yaml(name: str, task_type: str, max: int) -> str:
+    return worker_pool_yaml(name, task_type, f"maxReplicaCount: {max}\n"
+                            "initialResources:\n  requests: {cpu: 500m, memory: 256Mi}\n")
 
 
 def free_port() -> int:
@@ -57,7 +50,7 @@ def supervisor_of(redis_client, queue):
 def test_pools_up_scales_shows_status_and_drains_on_sigterm(
         namespace, tmp_path, redis_client, stream):
     manifest = tmp_path / "pools.yaml"
-    manifest.write_text(MANIFEST.format(name="sleepy", task_type="sleepy", max=2))
+    manifest.write_text(pool_yaml("sleepy", "sleepy", 2))
     env = hyperpool_env(namespace, tmp_path)
     log = tmp_path / "up.log"
     port = free_port()
@@ -122,7 +115,7 @@ def test_pools_up_without_pools_or_with_an_oversized_pool_fails_in_one_line(
     none = hyperpool("pools", "up", env=env)
     assert none.returncode == 2 and "no pools to run" in none.stderr
     big = tmp_path / "big.yaml"
-    big.write_text(MANIFEST.format(name="big", task_type="big", max=1))
+    big.write_text(pool_yaml("big", "big", 1))
     refused = hyperpool("pools", "up", "-f", str(big), "--budget-cpu", "250m", env=env)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "big.yaml: document 1: pool 'big': one worker requests cpu 500m" in refused.stderr
@@ -203,7 +196,7 @@ def test_embedded_pools_run_in_the_work_dir_and_drain_on_exit(
     work_dir = tmp_path / "wf"
     work_dir.mkdir()
     manifest = tmp_path / "pools.yaml"
-    manifest.write_text(MANIFEST.format(name="custom", task_type="where", max=1))
+    manifest.write_text(pool_yaml("custom", "where", 1))
     routing = Routing(namespace, {"where": f"{namespace}.where", "other": f"{namespace}.other"})
     with local_pools(settings, routing, work_dir, [manifest], cooldown=1.0,
                      budget_cpu="2") as sup:

@@ -13,19 +13,11 @@ from hyperpool.errors import ConfigError
 from hyperpool.local.budget import DEFAULT_WORKER_REQUEST, Resources, local_budget
 from hyperpool.local.manifests import pools_for_routing, pools_from_manifests
 from hyperpool.routing import Routing
-
-POOL = """\
-apiVersion: hyperflow.agh.edu.pl/v1
-kind: WorkerPool
-metadata:
-  name: {name}
-spec:
-  taskType: {task_type}
-{extra}"""
+from tests.conftest import worker_pool_yaml
 
 
 def manifest(name="mproject", task_type="mProject", extra=""):
-    return POOL.format(name=name, task_type=task_type, extra=textwrap.indent(extra, "  "))
+    return worker_pool_yaml(name, task_type, extra)
 
 
 def write(tmp_path, text, name="pools.yaml"):
