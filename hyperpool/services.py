@@ -18,7 +18,7 @@ import redis
 from kombu import Connection
 
 from hyperpool.errors import ConfigError, ServiceUnavailable
-from hyperpool.settings import Settings, mask_url
+from hyperpool.settings import DEFAULT_BROKER_URL, DEFAULT_REDIS_URL, Settings, mask_url
 
 START_RABBITMQ = "start it with `rabbitmq-server -detached` (or `make services`)"
 START_REDIS = "start it with `redis-server --daemonize yes` (or `make services`)"
@@ -26,15 +26,14 @@ BROKER_SCHEMES = ("amqp", "amqps", "pyamqp")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
-def check_url(url: str, schemes: tuple[str, ...], *, what: str, setting: str) -> None:
+def check_url(url: str, schemes: tuple[str, ...], *, what: str, setting: str,
+              example: str) -> None:
     """Refuse a URL that is not one of ``what``'s (``notaurl``, ``http://...``) up front."""
     parts = urlsplit(url)
     if parts.scheme not in schemes or (parts.scheme != "unix" and not parts.hostname):
         raise ConfigError(
             f"{mask_url(url)!r} is not a {what} URL: expected "
-            f"{' or '.join(f'{s}://' for s in schemes)}HOST..., e.g. "
-            f"{'amqp://guest:guest@127.0.0.1:5672//' if 'amqp' in schemes else 'redis://127.0.0.1:6379/0'}",
-            source=setting)
+            f"{' or '.join(f'{s}://' for s in schemes)}HOST..., e.g. {example}", source=setting)
 
 
 def _unresolved(exc: BaseException) -> bool:
@@ -77,7 +76,7 @@ def broker_connection(settings: Settings) -> Connection:
 def check_broker(settings: Settings) -> None:
     """Raise :class:`ServiceUnavailable` unless RabbitMQ accepts a connection now."""
     check_url(settings.broker_url, BROKER_SCHEMES, what="RabbitMQ",
-              setting="HYPERPOOL_BROKER_URL")
+              setting="HYPERPOOL_BROKER_URL", example=DEFAULT_BROKER_URL)
     conn = broker_connection(settings)
     try:
         conn.ensure_connection(max_retries=1, timeout=settings.connect_timeout)
@@ -107,7 +106,8 @@ def redis_client(settings: Settings, *, max_connections: int | None = None) -> r
 
 def check_redis(settings: Settings) -> redis.Redis:
     """Return a connected client or raise :class:`ServiceUnavailable`."""
-    check_url(settings.redis_url, REDIS_SCHEMES, what="Redis", setting="HYPERPOOL_REDIS_URL")
+    check_url(settings.redis_url, REDIS_SCHEMES, what="Redis", setting="HYPERPOOL_REDIS_URL",
+              example=DEFAULT_REDIS_URL)
     client = redis_client(settings)
     try:
         client.ping()

@@ -118,24 +118,26 @@ def owner_pool(api: KubeApi, child: dict[str, Any]) -> dict[str, Any] | None:
 
 def repair_all(api: KubeApi, config: ControllerConfig, namespaces: Sequence[str]) -> int:
     """Reconcile every served pool once (the drift-repair pass); returns how many failed."""
-    exact = list(namespaces) if all_exact(namespaces) else []
-    if exact:
-        pools = [p for ns in exact for p in api.list(naming.API_VERSION, naming.KIND, ns)]
+    if all_exact(namespaces):
+        pools = [p for ns in namespaces for p in api.list(naming.API_VERSION, naming.KIND, ns)]
     else:
         pools = [p for p in api.list(naming.API_VERSION, naming.KIND, None)
                  if not namespaces or any(fnmatch.fnmatchcase(p["metadata"]["namespace"], pat)
                                           for pat in namespaces)]
-    failed = 0
-    for pool in pools:
-        if pool["metadata"].get("deletionTimestamp"):
-            continue
-        try:
-            reconcile(api, pool, config=config)
-        except (TransientError, ApiError) as exc:
-            failed += 1
-            log.warning("%s/%s: repair failed, next pass retries: %s",
-                        pool["metadata"]["namespace"], pool["metadata"]["name"], exc)
-    return failed
+    return sum(not repair(api, config, pool) for pool in pools
+               if not pool["metadata"].get("deletionTimestamp"))
+
+
+def repair(api: KubeApi, config: ControllerConfig, pool: dict[str, Any]) -> bool:
+    """One pool's reconcile outside kopf's change handlers (repair pass, a child's change);
+    a failure is logged, and the next repair pass retries it."""
+    try:
+        reconcile(api, pool, config=config)
+        return True
+    except (TransientError, ApiError) as exc:
+        log.warning("%s/%s: repair failed, next pass retries: %s",
+                    pool["metadata"]["namespace"], pool["metadata"]["name"], exc)
+        return False
 
 
 async def _repair_loop(api: KubeApi, config: ControllerConfig, namespaces: Sequence[str],
@@ -183,11 +185,7 @@ def build_registry(api: KubeApi, config: ControllerConfig, *,
         def _child(body: Any, **_: Any) -> None:
             pool = owner_pool(api, dict(body))
             if pool is not None:
-                try:
-                    reconcile(api, pool, config=config)
-                except (TransientError, ApiError) as exc:  # the repair pass retries
-                    log.warning("%s/%s: repair after a child changed failed: %s",
-                                pool["metadata"]["namespace"], pool["metadata"]["name"], exc)
+                repair(api, config, pool)
 
     # A fresh registry does not carry kopf's default login handlers (those are registered on
     # the global default registry only). kopf's own login_via_client loads the kubeconfig the

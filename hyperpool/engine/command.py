@@ -17,6 +17,7 @@ from hyperpool.engine.report import Progress, failure_report, summary, write_sum
 from hyperpool.engine.run import Engine, RunOptions, last_run
 from hyperpool.errors import ConfigError, ServiceUnavailable, WorkflowFailed
 from hyperpool.executor.publisher import Publisher
+from hyperpool.local.cli import RUNTIME, WORKER_IMAGE, container_runtime
 from hyperpool.routing import Routing, load_routing, unmatched_entries
 from hyperpool.services import check_broker, check_redis
 from hyperpool.settings import Settings, load_settings
@@ -48,11 +49,8 @@ from hyperpool.wording import plural
                                       "this machine's).")
 @click.option("--cooldown", type=click.FloatRange(0), default=30.0, show_default=True,
               help="Seconds a local pool's queue must stay empty before it scales to zero.")
-@click.option("--runtime", type=click.Choice(["process", "docker"]), default="process",
-              show_default=True, help="Local pool workers as processes, or as containers of "
-                                      "their pool's spec.image.")
-@click.option("--worker-image", default="hyperpool/executor-generic:latest", show_default=True,
-              help="With --runtime docker: the image of pools whose manifest names none.")
+@RUNTIME
+@WORKER_IMAGE
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve the engine's Prometheus /metrics on this port.")
 @click.option("--job-model", type=click.Choice(["local", "docker", "kubernetes"]),
@@ -124,13 +122,13 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
                    f"{plural(adopted, 'running job')} adopted", err=True)
     pools: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if local_pools and routing.queues:
-        from hyperpool.local.cli import container_runtime
         from hyperpool.local.embedded import local_pools as embedded_pools
 
         pools = embedded_pools(settings, routing, workdir, list(pool_files),
                                budget_cpu=budget_cpu, budget_memory=budget_memory,
-                               cooldown=cooldown, runtime=None if runtime == "process" else
-                               lambda found: container_runtime(runtime, worker_image, found))
+                               cooldown=cooldown,
+                               runtime=lambda found: container_runtime(runtime, worker_image,
+                                                                       found))
     try:
         with pools as supervisor:
             outcome = engine.run()

@@ -29,6 +29,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from hyperpool.errors import ConfigError, ServiceUnavailable
 from hyperpool.local.budget import Resources
 from hyperpool.local.manifests import PoolConfig
@@ -47,8 +49,6 @@ class ContainerWorker(Worker):
         super().__init__(pool)
         self.container = container
         self.limits = limits
-        self.exit_note = ""  # e.g. "OOM-killed ...", once it exited on its own
-        self.exit_log = ""  # its last log lines then
         container.reload()
         self.pid = int(container.attrs["State"]["Pid"] or 0)
 
@@ -65,7 +65,8 @@ class ContainerWorker(Worker):
             return None
         code = int(state["ExitCode"])
         if not self.draining:
-            if state.get("OOMKilled"):
+            self.oom_killed = bool(state.get("OOMKilled"))
+            if self.oom_killed:
                 self.exit_note = f"OOM-killed: over its limits ({self.limits.describe()})"
             self.exit_log = self.container.logs(tail=5).decode(errors="replace").strip()
         with contextlib.suppress(docker.errors.APIError):
@@ -133,7 +134,7 @@ class ContainerRuntime:
 
         for container in self.client.containers.list(all=True, filters={"label": LABEL}):
             pid = int(container.labels.get(LABEL, "0") or 0)
-            if not pid or _alive(pid):
+            if not pid or psutil.pid_exists(pid):
                 continue
             with contextlib.suppress(docker.errors.APIError):
                 if container.status == "running":
@@ -190,12 +191,3 @@ def check_image(client: Any, image: str, source: str) -> None:
                       "`hyperpool` in it; build it FROM hyperpool/executor-generic or pip install "
                       "hyperpool in it", source=source)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

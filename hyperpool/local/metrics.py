@@ -31,7 +31,7 @@ class PoolMetrics:
 
         self.metrics = metrics
         self._targets: dict[str, int] = {}
-        self._restarts: dict[str, int] = {}
+        self._exits: dict[tuple[str, str], int] = {}
 
     def __call__(self, snapshot: dict[str, Any]) -> None:
         m, namespace = self.metrics, snapshot["namespace"]
@@ -46,11 +46,12 @@ class PoolMetrics:
                 direction = "up" if pool["target"] > before else "down"
                 m.SCALING_DECISIONS.labels(namespace, name, direction).inc()
             self._targets[name] = pool["target"]
-            exits = pool.get("restarts", 0) - self._restarts.get(name, 0)
-            if exits > 0:
-                reason = "oom-killed" if "OOM-killed" in (pool.get("last_exit") or "") else "error"
-                m.WORKER_EXITS.labels(namespace, name, reason).inc(exits)
-            self._restarts[name] = pool.get("restarts", 0)
+            ooms = pool.get("oom_kills", 0)
+            for reason, total in (("oom-killed", ooms), ("error", pool.get("restarts", 0) - ooms)):
+                new = total - self._exits.get((name, reason), 0)
+                if new > 0:
+                    m.WORKER_EXITS.labels(namespace, name, reason).inc(new)
+                self._exits[(name, reason)] = total
         for resource in ("cpu", "memory"):
             left = (parse_quantity(snapshot["budget"][resource])
                     - parse_quantity(snapshot["used"][resource]))

@@ -34,6 +34,7 @@ class Pool:
     not_before: float = 0.0
     limited: bool = False
     last_exit: str | None = None  # how the last worker that died on its own ended
+    oom_kills: int = 0  # of the restarts, workers the kernel OOM-killed
 
     @property
     def active(self) -> list[Worker]:

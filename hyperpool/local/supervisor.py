@@ -116,8 +116,8 @@ class Supervisor:
                               worker.pid, code)
                     continue
                 delay = pool.crashed(now, worker.age(now))
-                # Containers say more: whether the kernel OOM-killed it, its last log lines.
-                note, tail = getattr(worker, "exit_note", ""), getattr(worker, "exit_log", "")
+                note, tail = worker.exit_note, worker.exit_log
+                pool.oom_kills += worker.oom_killed
                 pool.last_exit = f"exit code {code}" + (f" ({note})" if note else "")
                 where = f"; see {worker.log_path}" if worker.log_path else ""
                 log.warning("pool %s: worker %d exited unexpectedly with code %s%s%s; replacing "
@@ -258,7 +258,7 @@ class Supervisor:
                 "replicas": len(pool.active), "draining": len(pool.workers) - len(pool.active),
                 "busy": pool.busy, "desired": pool.desired, "target": pool.target,
                 "quota_limited": pool.limited, "restarts": pool.restarts,
-                "last_exit": pool.last_exit,
+                "last_exit": pool.last_exit, "oom_kills": pool.oom_kills,
                 "workers": [w.describe(now) for w in pool.workers],
             })
         return {

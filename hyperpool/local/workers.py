@@ -94,6 +94,11 @@ class Worker:
         self.draining_since: float | None = None
         self.busy: bool | None = None
         self.running = 0  # tasks' commands running right now (its slots in use)
+        # Once it exited on its own, what its runtime could tell (containers: the kernel's
+        # OOM kill, the last log lines; a process's log is in its log file).
+        self.oom_killed = False
+        self.exit_note = ""
+        self.exit_log = ""
 
     @property
     def draining(self) -> bool:

@@ -46,6 +46,9 @@ class FakeWorker:
     """Behaves like WorkerProcess: warm stop exits at once when idle, after the task if busy."""
 
     clock: Clock
+    oom_killed = False  # what hyperpool.local.workers.Worker says of an exit
+    exit_note = ""
+    exit_log = ""
 
     def __init__(self, pool: str) -> None:
         self.pool = pool
