@@ -13,6 +13,10 @@ second manager (``hyperpool-controller-handover``) then applies just that field,
 manager re-applies without it, leaving the handover manager as the only owner. This is the
 ownership transfer the Kubernetes server-side-apply documentation describes for handing
 ``replicas`` to an HPA. Later applies never mention ``replicas``.
+
+The status also says whether the pool's pods can run (:mod:`~hyperpool.controller.pod_health`):
+one LIST of the Deployment's pods by its selector, made only when the Deployment wants pods
+(``spec.replicas > 0``), so a pool scaled to zero costs no extra request.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hyperpool import metrics
-from hyperpool.controller import naming, status
+from hyperpool.controller import naming, pod_health, status
 from hyperpool.controller.api import ApiError, KubeApi
 from hyperpool.controller.plan import ControllerConfig, Plan, plan
 from hyperpool.controller.quota import pool_budget, pools_usage
@@ -99,6 +103,31 @@ def apply_children(api: KubeApi, result: Plan, *,
     return applied, findings
 
 
+def read_pod_findings(api: KubeApi, deployment: Mapping[str, Any] | None, namespace: str,
+                      pool_name: str) -> list[Finding]:
+    """``PodsFailing`` when the Deployment's pods cannot run; no request while it wants none.
+
+    The pods are selected by the live Deployment's own ``matchLabels`` (immutable, and what its
+    ReplicaSets select), falling back to the labels the controller puts there. Without the
+    right to list pods (an operator upgraded before its RBAC) this is logged and skipped: that
+    is the operator's misconfiguration, not the pool's.
+    """
+    spec = (deployment or {}).get("spec") or {}
+    if deployment is None or int(spec.get("replicas", 1) or 0) <= 0:
+        return []
+    labels = (spec.get("selector") or {}).get("matchLabels") or naming.selector_labels(pool_name)
+    selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+    try:
+        pods = api.list("v1", "Pod", namespace, label_selector=selector)
+    except ApiError as exc:
+        if exc.transient:
+            raise TransientError(f"listing pods: {exc}") from exc
+        log.warning("%s/%s: cannot list pods, their health is not reported: %s",
+                    namespace, pool_name, exc)
+        return []
+    return pod_health.pod_findings(pods)
+
+
 def reconcile(api: KubeApi, pool: Mapping[str, Any], *, config: ControllerConfig,
               now: str | None = None) -> Outcome:
     """Bring ``pool``'s children and status in line with its spec (see the module docstring)."""
@@ -147,6 +176,8 @@ def _reconcile(api: KubeApi, pool: Mapping[str, Any], *, config: ControllerConfi
     applied, findings = apply_children(api, result, live_deployment=live)
     deployment = next((o for o in applied if o.get("kind") == "Deployment"), live)
     findings = result.findings + findings + status.deployment_findings(deployment)
+    if not result.invalid:  # InvalidSpec outranks PodsFailing: spare the request
+        findings += read_pod_findings(api, deployment, namespace, name)
     new_status = status.build_status(
         pool.get("status"), findings=findings, generation=int(meta.get("generation") or 0),
         queue=result.queue, deployment=deployment,

@@ -4,7 +4,9 @@ Conditions follow the Kubernetes convention (``metav1.Condition``): one entry pe
 replaced in place, ``lastTransitionTime`` moving only when ``status`` flips, ``observedGeneration``
 saying which spec the verdict is about. Reasons of ``Ready``: ``Reconciled`` (True),
 ``QuotaLimited`` and ``NoResourceQuota`` (True: the pool works, within limits the user should
-know about), ``InvalidSpec`` and ``ChildrenFailed`` (False).
+know about), ``InvalidSpec``, ``ChildrenFailed`` and ``PodsFailing`` (False: the pool's pods
+cannot run, e.g. ``ImagePullBackOff`` or ``CrashLoopBackOff``; see
+:mod:`hyperpool.controller.pod_health`).
 
 The controller computes the whole status every time and writes only the keys that differ
 (:func:`status_patch`), so a steady state costs reads but no writes.
@@ -23,10 +25,17 @@ QUOTA_LIMITED = "QuotaLimited"
 NO_RESOURCE_QUOTA = "NoResourceQuota"
 INVALID_SPEC = "InvalidSpec"
 CHILDREN_FAILED = "ChildrenFailed"
+PODS_FAILING = "PodsFailing"
 
-# When several verdicts apply, the user hears about the most serious one.
-_SEVERITY = [INVALID_SPEC, CHILDREN_FAILED, QUOTA_LIMITED, NO_RESOURCE_QUOTA, RECONCILED]
-_FALSE = {INVALID_SPEC, CHILDREN_FAILED}
+# When several verdicts apply, the user hears about the most serious one. PodsFailing ranks
+# below ChildrenFailed: when a child could not be applied, the pods may run an outdated template
+# (the fix may already be in the spec) or the pool cannot scale at all (no ScaledObject), so the
+# controller's own failure is what to fix first; the pods are looked at again once it is.
+# It ranks above QuotaLimited: a pool capped by its quota still works, one whose pods crash does
+# not.
+_SEVERITY = [INVALID_SPEC, CHILDREN_FAILED, PODS_FAILING, QUOTA_LIMITED, NO_RESOURCE_QUOTA,
+             RECONCILED]
+_FALSE = {INVALID_SPEC, CHILDREN_FAILED, PODS_FAILING}
 
 
 @dataclass(frozen=True)

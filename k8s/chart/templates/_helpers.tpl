@@ -46,6 +46,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [resourcequotas]
   verbs: [get, list]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list]
 {{- if .Values.rbac.workerServiceAccounts }}
 - apiGroups: [""]
   resources: [serviceaccounts]
