@@ -15,6 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TAG=${HYPERPOOL_IMAGE_TAG:-latest}
+# Each image is also tagged with the package's version: Kubernetes pulls a `:latest` image
+# on every pod start (imagePullPolicy Always by default), which fails for images that exist
+# only on the node, as here; a versioned tag defaults to IfNotPresent.
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' hyperpool/__init__.py)
 IMAGES=(
   "executor-generic executors/generic/Dockerfile"
   "executor-montage executors/montage/Dockerfile"
@@ -45,7 +49,8 @@ for entry in "${IMAGES[@]}"; do
     tail -n 25 "$log" >&2
     exit 1
   fi
+  [ -z "$VERSION" ] || docker tag "$image" "hyperpool/$name:$VERSION"
   cached=$(grep -c -- '---> Using cache' "$log" || true)
   size=$(docker image inspect -f '{{.Size}}' "$image" | numfmt --to=iec)
-  echo "images: $image in $(( $(date +%s) - started )) s, $size ($cached cached steps)"
+  echo "images: $image (and :$VERSION) in $(( $(date +%s) - started )) s, $size ($cached cached steps)"
 done

@@ -27,6 +27,14 @@ from kopf.testing import KopfRunner
 from hyperpool.controller.api import ApiError, KubeApi, resource_path
 from hyperpool.controller.handlers import build_registry
 from hyperpool.controller.plan import ControllerConfig
+
+# The real node's fixtures (node_ip, node_services, real_namespace, shared_work).
+from tests.kubernetes.real_node import (  # noqa: E402, F401
+    node_ip,
+    node_services,
+    real_namespace,
+    shared_work,
+)
 from tests.reference import reference_file
 
 REPO = Path(__file__).resolve().parents[2]
