@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -285,6 +286,25 @@ class ScaleTrigger(BaseModel):
     useCachedMetrics: bool | None = None  # noqa: N815
 
 
+def _check_entries(entries: list[dict[str, Any]], required: tuple[str, ...], unique: str) -> None:
+    """Reject the first entry lacking a ``required`` key or repeating ``unique``.
+
+    Kept here rather than left to the API server because a repeated merge key (a volume's
+    ``name``, a mount's ``mountPath``) fails server-side apply as a vague ChildrenFailed; as
+    ``[i]: problem`` the message names the entry (see :func:`describe_validation_error`).
+    """
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        for key in required:
+            if not entry.get(key):
+                raise ValueError(f"[{i}]: {key} is required")
+            if not isinstance(entry[key], str):
+                raise ValueError(f"[{i}]: {key} must be a string, got {entry[key]!r}")
+        if entry[unique] in seen:
+            raise ValueError(f"[{i}]: {unique} {entry[unique]!r} is given twice")
+        seen.add(entry[unique])
+
+
 class WorkerPoolSpec(BaseModel):
     """``spec`` of a WorkerPool: the HyperFlow operator's fields, then hyperpool's additions."""
 
@@ -314,9 +334,35 @@ class WorkerPoolSpec(BaseModel):
     brokerCredentials: BrokerCredentials | None = None  # noqa: N815
     redisCredentials: RedisCredentials | None = None  # noqa: N815
     env: list[EnvVar] | None = None
+    # Shared storage: HyperFlow runs every task in one work dir (usually a PVC at /work_dir), so
+    # the pods get core/v1 Volumes and the worker container VolumeMounts, passed through as
+    # written (the API server validates them); only names are checked here. The controller's
+    # pod has no volume of its own (no /tmp emptyDir, no token: automount is off), so a mount
+    # must name one of these; a volume the controller ever adds must be reserved here.
+    volumes: list[dict[str, Any]] | None = None
+    volumeMounts: list[dict[str, Any]] | None = None  # noqa: N815 - after volumes (info.data)
     concurrency: int | None = Field(default=None, ge=1, le=512)
     terminationGracePeriodSeconds: int | None = Field(default=None, ge=0)  # noqa: N815
     triggers: list[ScaleTrigger] | None = None  # extra KEDA triggers after the queue trigger
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes_named_once(cls, value: list[dict[str, Any]] | None) -> Any:
+        _check_entries(value or [], ("name",), "name")
+        return value
+
+    @field_validator("volumeMounts")
+    @classmethod
+    def _mounts_name_volumes(cls, value: list[dict[str, Any]] | None, info: ValidationInfo) -> Any:
+        _check_entries(value or [], ("name", "mountPath"), "mountPath")
+        if "volumes" not in info.data:  # volumes itself is invalid: reported there
+            return value
+        names = {volume["name"] for volume in info.data["volumes"] or []}
+        for i, mount in enumerate(value or []):
+            if mount["name"] not in names:
+                raise ValueError(f"[{i}]: name {mount['name']!r} is not a volume of the pod: "
+                                 "add a volume of that name to spec.volumes")
+        return value
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> WorkerPoolSpec:
@@ -361,15 +407,19 @@ class WorkerPool(BaseModel):
         return value
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """Turn pydantic's report into ``field.path: problem`` lines users can act on."""
+def describe_validation_error(exc: ValidationError, *, prefix: str = "") -> str:
+    """Turn pydantic's report into ``field.path: problem`` lines users can act on.
+
+    ``prefix`` is where the validated object sits (``spec`` for a WorkerPoolSpec). A validator
+    of a whole list names the entry as ``[i]: problem``, which reads ``volumeMounts[0]: ...``.
+    """
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "") or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        lines.append(f"{loc}: {msg}")
+        lines.append(f"{loc}{'' if msg.startswith('[') else ': '}{msg}")
     return "; ".join(lines)
 
 

@@ -63,6 +63,8 @@ class PoolParams:
     broker_credentials: BrokerCredentials | None = None
     redis_credentials: RedisCredentials | None = None
     extra_env: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[dict[str, Any]] = field(default_factory=list)  # pod volumes, as written
+    volume_mounts: list[dict[str, Any]] = field(default_factory=list)  # worker container's
     concurrency: int | None = None
     extra_triggers: list[dict[str, Any]] = field(default_factory=list)
 
@@ -138,6 +140,8 @@ class PoolParams:
             "affinity": self.affinity,
             "service_account": self.service_account,
             "image_pull_secrets": [{"name": n} for n in self.image_pull_secrets],
+            "volumes": self.volumes,
+            "volume_mounts": self.volume_mounts,
             "concurrency": self.concurrency,
             "triggers": self.extra_triggers,
             "cooldown": self.cooldown,

@@ -117,7 +117,7 @@ def plan(pool: Mapping[str, Any], budget: Mapping[str, Decimal] | None, *,
     try:
         spec = WorkerPoolSpec.model_validate(raw)
     except ValidationError as exc:
-        return _invalid(describe_validation_error(exc))
+        return _invalid(describe_validation_error(exc, prefix="spec"))
     if not spec.image:
         return _invalid("spec.image: required")
     problems = spec_problems(spec)
@@ -149,6 +149,7 @@ def plan(pool: Mapping[str, Any], budget: Mapping[str, Decimal] | None, *,
         image_pull_secrets=[ref.name for ref in spec.imagePullSecrets or []],
         broker_credentials=spec.brokerCredentials, redis_credentials=spec.redisCredentials,
         extra_env=[e.model_dump(exclude_none=True) for e in spec.env or []],
+        volumes=list(spec.volumes or []), volume_mounts=list(spec.volumeMounts or []),
         concurrency=spec.concurrency,
         extra_triggers=[t.model_dump(exclude_none=True) for t in spec.triggers or []],
     )

@@ -14,7 +14,8 @@ uid), ``name`` (child name), ``namespace``, ``task_type``, ``queue``, ``vhost``,
 ``max_replicas`` (as in the spec), ``scaler_min``/``scaler_max`` (after the quota cap),
 ``paused``, ``resources`` (requests/limits), ``termination_grace``, ``priority_class``,
 ``node_selector``, ``tolerations``, ``affinity``, ``service_account`` (name or ``None``),
-``image_pull_secrets`` (list of ``{name}``), ``concurrency``, ``triggers`` (extra KEDA
+``image_pull_secrets`` (list of ``{name}``), ``volumes`` (pod volumes) and ``volume_mounts``
+(the worker container's), both as written in the spec, ``concurrency``, ``triggers`` (extra KEDA
 triggers), ``cooldown``, ``polling_interval``, ``fallback_failures``, ``fallback_replicas``,
 ``labels``, ``selector``, ``env`` (name/value or name/valueFrom entries), ``command``,
 ``record`` (the desired-replicas series), ``scaler_query``, ``rules`` (the recording rules) and

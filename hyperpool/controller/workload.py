@@ -10,8 +10,11 @@ Why it looks the way it does:
   pods, so surge pods would only fail admission;
 * ``spec.replicas`` is passed only when the Deployment is created (see
   :mod:`hyperpool.controller.reconcile`); afterwards KEDA owns it;
-* placement (``nodeSelector``, ``tolerations``, ``affinity``, ``priorityClassName``) and
-  ``imagePullSecrets`` are passed through as written: the API server validates them;
+* placement (``nodeSelector``, ``tolerations``, ``affinity``, ``priorityClassName``),
+  ``imagePullSecrets``, ``volumes`` and the worker's ``volumeMounts`` (the workflow's shared
+  work dir, usually a PVC) are passed through as written: the API server validates them. The
+  pod has no volumes of its own, so no user volume can shadow one (see WorkerPoolSpec); the
+  security contexts stay as they are whatever is mounted (a mount may be ``readOnly``);
 * the service account token is never mounted: workers do not talk to the Kubernetes API, and
   workload identity does not need it (IRSA's webhook projects its own token, GKE answers from
   the metadata server). A pool-created ServiceAccount (:func:`build_service_account`) carries
@@ -60,6 +63,8 @@ def build_deployment(p: PoolParams, *, replicas: int | None = None) -> dict[str,
     }
     if p.resources:
         container["resources"] = p.resources
+    if p.volume_mounts:
+        container["volumeMounts"] = list(p.volume_mounts)
     spec: dict[str, Any] = {
         "selector": {"matchLabels": naming.selector_labels(p.pool_name)},
         "strategy": {"type": "RollingUpdate",
@@ -87,6 +92,8 @@ def build_deployment(p: PoolParams, *, replicas: int | None = None) -> dict[str,
         pod["tolerations"] = list(p.tolerations)
     if p.affinity:
         pod["affinity"] = dict(p.affinity)
+    if p.volumes:
+        pod["volumes"] = list(p.volumes)
     if replicas is not None:
         spec = {"replicas": replicas, **spec}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": p.metadata(), "spec": spec}

@@ -62,10 +62,11 @@ def test_every_new_field_is_accepted_and_steady(api, namespace):
     dep = api.get("apps/v1", "Deployment", namespace, "mproject")
     pod = dep["spec"]["template"]["spec"]
     for field in ("nodeSelector", "tolerations", "affinity", "priorityClassName",
-                  "imagePullSecrets", "terminationGracePeriodSeconds"):
+                  "imagePullSecrets", "terminationGracePeriodSeconds", "volumes"):
         assert pod[field] == FULL_SPEC[field], field
     assert pod["serviceAccountName"] == "montage-worker"
     container = pod["containers"][0]
+    assert container["volumeMounts"] == FULL_SPEC["volumeMounts"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["command"][-2:] == ["-c", "4"]
     so = api.get("keda.sh/v1alpha1", "ScaledObject", namespace, "mproject")

@@ -1,7 +1,8 @@
 """WorkerPool fields beyond the seed: each one reaches the Deployment / ScaledObject.
 
 Placement, service accounts (workload identity), credentials by Secret reference, extra env,
-GPU pools in the quota fit, concurrency, grace period, extra KEDA triggers, image pull secrets.
+volumes and mounts (the shared work dir), GPU pools in the quota fit, concurrency, grace
+period, extra KEDA triggers, image pull secrets.
 Every child is validated as the existing builder tests do: built-in kinds with
 kubernetes-validate, custom kinds against their CRD schemas (strict: no pruned fields).
 """
@@ -21,7 +22,9 @@ from hyperpool.controller.plan import ControllerConfig, plan
 from hyperpool.controller.quota import container_quota_requests, pool_budget
 from hyperpool.controller.reconcile import reconcile
 from hyperpool.controller.templates import Templates
-from hyperpool.models import WorkerPoolSpec
+from hyperpool.controller.workload import restricted_container_security, restricted_pod_security
+from hyperpool.errors import ConfigError
+from hyperpool.models import WorkerPool, WorkerPoolSpec, validate
 from tests.unit.test_controller_reconcile import FakeApi
 from tests.unit.test_controller_support import crd_schema, schema_errors, seed_pool
 
@@ -43,6 +46,14 @@ FULL_SPEC = {
     "redisCredentials": {"secretName": "redis", "passwordKey": "redis-password"},
     "env": [{"name": "HF_VAR_WORK_DIR", "value": "/work_dir"},
             {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+    # no configMap/secret volumes here: the API server defaults their defaultMode, and
+    # tests/kubernetes/test_fields_cluster.py compares what it serves with this
+    "volumes": [{"name": "work-dir", "persistentVolumeClaim": {"claimName": "work-dir"}},
+                {"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}],
+    "volumeMounts": [{"name": "work-dir", "mountPath": "/work_dir"},
+                     {"name": "work-dir", "mountPath": "/inputs", "subPath": "inputs",
+                      "readOnly": True},
+                     {"name": "scratch", "mountPath": "/scratch"}],
     "concurrency": 4,
     "terminationGracePeriodSeconds": 1200,
     "triggers": [{"type": "cron", "name": "office-hours", "metadata": {
@@ -91,7 +102,12 @@ def test_every_field_reaches_the_deployment():
     assert pod["automountServiceAccountToken"] is False
     assert pod["imagePullSecrets"] == [{"name": "registry"}]
     assert pod["terminationGracePeriodSeconds"] == 1200
+    assert pod["volumes"] == FULL_SPEC["volumes"]
     (container,) = pod["containers"]
+    assert container["volumeMounts"] == FULL_SPEC["volumeMounts"]
+    # mounting the work dir loosens nothing: the restricted profile stays as it was
+    assert pod["securityContext"] == restricted_pod_security()
+    assert container["securityContext"] == restricted_container_security()
     assert container["command"][-2:] == ["-c", "4"]
     assert container["resources"] == {
         "requests": {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "1"},
@@ -190,6 +206,40 @@ def test_shipped_templates_render_the_new_fields_like_the_built_ins():
         assert templated[kind] == built[kind], kind
 
 
+@pytest.mark.parametrize("volumes, mounts", [
+    ([{"name": "cfg", "configMap": {"name": "on", "defaultMode": 0o444,
+                                    "items": [{"key": "a: b", "path": "yes"}]}}],
+     [{"name": "cfg", "mountPath": "/etc/wf #1", "readOnly": True}]),
+    ([{"name": "nfs", "nfs": {"server": "10.0.0.1", "path": "/exports/work"}}],
+     [{"name": "nfs", "mountPath": "/work_dir", "subPathExpr": "$(POD_NAME)"}]),
+    ([{"name": "unused", "emptyDir": {}}], None),
+])
+def test_template_renders_volumes_exactly_as_the_builder(volumes, mounts):
+    # YAML 1.1 booleans ("on", "yes"), ": " and " #" in strings must survive the template's toyaml
+    pool = full_pool(volumes=volumes, volumeMounts=mounts)
+    built = kinds(pool)["Deployment"]
+    templated = kinds(pool, templates=Templates.from_directory(SHIPPED))["Deployment"]
+    assert templated == built
+    kubernetes_validate.validate(built, K8S_VERSION, strict=True)
+    pod = built["spec"]["template"]["spec"]
+    assert pod["volumes"] == volumes
+    assert pod["containers"][0].get("volumeMounts") == mounts
+
+
+def test_crd_requires_names_and_mount_paths():
+    pool = full_pool(volumeMounts=[{"name": "work-dir"}], volumes=[{"emptyDir": {}}])
+    errors = schema_errors("WorkerPool", pool | {"metadata": {"name": "mproject"}})
+    assert any("mountPath" in e for e in errors) and any("'name'" in e for e in errors), errors
+
+
+def test_a_local_manifest_gets_the_same_volume_messages():
+    manifest = {"apiVersion": "hyperflow.agh.edu.pl/v1", "kind": "WorkerPool",
+                "metadata": {"name": "p"}, "spec": {"taskType": "t", "volumeMounts": [
+                    {"name": "work-dir"}]}}
+    with pytest.raises(ConfigError, match=r"spec\.volumeMounts\[0\]: mountPath is required"):
+        validate(WorkerPool, manifest, source="pools.yaml")
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"rabbitHostname": "user:pw@rabbit"}, "must not carry user:password"),
     ({"redisUrl": "redis://:pw@redis:6379"}, "redisUrl without a password"),
@@ -201,6 +251,21 @@ def test_shipped_templates_render_the_new_fields_like_the_built_ins():
     ({"initialResources": {"requests": {"cpus": "1"}}}, "requests.cpus: unknown field"),
     ({"concurrency": 0}, "concurrency"),
     ({"triggers": [{"type": "cron"}]}, "metadata"),
+    ({"volumeMounts": [{"name": "work-dir"}]}, "spec.volumeMounts[0]: mountPath is required"),
+    ({"volumeMounts": [{"mountPath": "/w"}]}, "spec.volumeMounts[0]: name is required"),
+    ({"volumeMounts": [{"name": "work-dir", "mountPath": 7}]}, "mountPath must be a string"),
+    ({"volumeMounts": [{"name": "work", "mountPath": "/w"}]},
+     "spec.volumeMounts[0]: name 'work' is not a volume of the pod: add a volume of that name "
+     "to spec.volumes"),
+    ({"volumes": None, "volumeMounts": [{"name": "work-dir", "mountPath": "/w"}]},
+     "'work-dir' is not a volume of the pod"),
+    ({"volumeMounts": [{"name": "work-dir", "mountPath": "/w"},
+                       {"name": "scratch", "mountPath": "/w"}]},
+     "spec.volumeMounts[1]: mountPath '/w' is given twice"),
+    ({"volumes": [{"emptyDir": {}}]}, "spec.volumes[0]: name is required"),
+    ({"volumes": [{"name": "a", "emptyDir": {}}, {"name": "a", "emptyDir": {}}],
+      "volumeMounts": None}, "spec.volumes[1]: name 'a' is given twice"),
+    ({"volumes": ["work-dir"]}, "spec.volumes.0: Input should be a valid dictionary"),
 ])
 def test_incoherent_fields_are_invalid_spec(changes, message):
     result = plan(full_pool(**changes), None, config=ControllerConfig())
@@ -219,7 +284,8 @@ def test_seed_manifest_children_are_unchanged_by_the_new_fields():
     built = kinds(seed_pool(), quotas=[])
     pod = built["Deployment"]["spec"]["template"]["spec"]
     assert not {"nodeSelector", "tolerations", "affinity", "serviceAccountName",
-                "imagePullSecrets"} & set(pod)
+                "imagePullSecrets", "volumes"} & set(pod)
+    assert "volumeMounts" not in pod["containers"][0]
     assert "ServiceAccount" not in built
     assert len(built["ScaledObject"]["spec"]["triggers"]) == 1
 
