@@ -39,6 +39,10 @@ FAILING_WAITING_REASONS = frozenset({
     "ImageInspectError", "CrashLoopBackOff", "CreateContainerConfigError",
     "CreateContainerError", "RunContainerError", "PreStartHookError", "PostStartHookError",
 })
+# Reasons about the image: the message names it, since the kubelet's detail often does not (a
+# registry lookup failing says "no such host", not which image was wanted).
+IMAGE_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull",
+                           "InvalidImageName", "ImageInspectError"})
 MAX_PODS = 3
 MAX_DETAIL = 200  # characters of one kubelet message (pull errors run to several hundred)
 
@@ -52,10 +56,16 @@ class ContainerProblem:
     reason: str
     detail: str
     init: bool = False
+    image: str = ""
 
     def describe(self) -> str:
         kind = "init container" if self.init else "container"
         text = f"{kind} {self.container}: {self.reason}"
+        # unless the kubelet's detail already names it (compared by name:tag, as the status
+        # may spell the registry out)
+        if (self.image and self.reason in IMAGE_REASONS
+                and self.image.rsplit("/", 1)[-1] not in self.detail):
+            text += f" of image {self.image!r}"
         return f"{text} ({self.detail})" if self.detail else text
 
 
@@ -100,7 +110,7 @@ def _container_problem(pod_name: str, cs: Mapping[str, Any], *, init: bool,
         else:
             detail = _clip(waiting.get("message")) or (_termination(last, last=True)
                                                         if last else "")
-        return ContainerProblem(pod_name, name, reason, detail, init)
+        return ContainerProblem(pod_name, name, reason, detail, init, str(cs.get("image") or ""))
     terminated = state.get("terminated")
     if terminated and restarts and int(terminated.get("exitCode") or 0) != 0:
         return ContainerProblem(pod_name, name, str(terminated.get("reason") or "Terminated"),

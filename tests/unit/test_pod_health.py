@@ -32,11 +32,12 @@ def _condition(kind: str, ok: bool, **extra: str) -> dict[str, Any]:
 
 
 def container_status(state: dict, *, name: str = "worker", last: dict | None = None,
-                     restarts: int = 0, ready: bool = False) -> dict[str, Any]:
+                     restarts: int = 0, ready: bool = False,
+                     image: str = f"docker.io/{IMAGE}") -> dict[str, Any]:
     running = "running" in state or "terminated" in state or last is not None
     return {
         "containerID": "containerd://3f1c9a0e5b7d" if running else None,
-        "image": f"docker.io/{IMAGE}",
+        "image": image,
         "imageID": "docker.io/kjanecki/montage2-amqp@sha256:9b1e4c" if running else "",
         "lastState": {"terminated": last} if last else {},
         "name": name, "ready": ready, "restartCount": restarts,
@@ -172,9 +173,8 @@ def test_config_errors_from_secrets_and_the_restricted_security_context():
 
 @pytest.mark.parametrize("reason,message", [
     ("ErrImageNeverPull", f'Container image "{IMAGE}" is not present with pull policy of Never'),
-    ("InvalidImageName", 'Failed to apply default image tag "Kjanecki/Montage": couldn\'t parse '
-                         "image name: invalid reference format: repository name must be "
-                         "lowercase"),
+    ("InvalidImageName", 'Failed to apply default image tag "docker.io/kjanecki/montage2-amqp'
+                         ':latest": couldn\'t parse image name: invalid reference format'),
     ("RunContainerError", 'failed to create containerd task: exec: "hyperpool": executable '
                           "file not found in $PATH: unknown"),
 ])
@@ -187,7 +187,7 @@ def test_init_containers_and_several_containers_of_one_pod():
     pod = make_pod("p", container_status({"waiting": {"reason": "PodInitializing"}}),
                    container_status({"waiting": {"reason": "ImagePullBackOff",
                                                  "message": 'Back-off pulling image "s:1"'}},
-                                    name="sidecar"),
+                                    name="sidecar", image="s:1"),
                    init=[container_status(
                        {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
                        name="setup", last={"exitCode": 3, "reason": "Error"}, restarts=2)],
@@ -380,3 +380,18 @@ async def test_the_real_api_wrapper_lists_pods_by_selector(kmock):
         f"{str(kmock.url).rstrip('/')}/api/v1/namespaces/default/pods")
     assert request.params["labelSelector"] == (
         f"{naming.COMPONENT_LABEL}=worker,{naming.POOL_LABEL}=mproject")
+
+
+def test_a_pull_error_that_does_not_name_the_image_gets_it_named():
+    # what the real node reported for the seed's image with no registry reachable
+    pod = {"metadata": {"name": "unchanged-767fdc44b4-fxxkj"}, "status": {
+        "phase": "Pending", "containerStatuses": [{
+            "name": "worker", "image": "kjanecki/montage2-amqp:latest", "ready": False,
+            "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull", "message": (
+                'rpc error: code = Unknown desc = Error response from daemon: Get '
+                '"https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io '
+                'on 10.255.255.53:53: no such host')}}}]}}
+    (finding,) = pod_findings([pod])
+    assert finding.message.startswith(
+        "pod unchanged-767fdc44b4-fxxkj: container worker: ErrImagePull of image "
+        "'kjanecki/montage2-amqp:latest' (rpc error")
