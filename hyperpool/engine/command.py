@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -20,7 +21,7 @@ from hyperpool.executor.publisher import Publisher
 from hyperpool.local.cli import RUNTIME, WORKER_IMAGE, container_runtime
 from hyperpool.routing import Routing, load_routing, unmatched_entries
 from hyperpool.services import check_broker, check_redis
-from hyperpool.settings import Settings, load_settings
+from hyperpool.settings import Settings, load_settings, mask_url
 from hyperpool.wording import plural
 
 
@@ -62,6 +63,21 @@ from hyperpool.wording import plural
 @click.option("--job-image", default="hyperpool/executor-generic:latest", show_default=True,
               help="Executor image of the job model's Jobs (kubernetes) or containers (docker).")
 @click.option("--job-namespace", help="Namespace of the Jobs (default: --namespace).")
+@click.option("--job-volume-claim", metavar="NAME",
+              help="With --job-model kubernetes: a PersistentVolumeClaim in the Jobs' namespace "
+                   "holding WORKDIR, mounted read-write at WORKDIR's absolute path (the path "
+                   "task messages name; ReadWriteMany unless all Jobs share one node). Without "
+                   "it or --job-host-path the Jobs get no volume and tasks cannot see WORKDIR's "
+                   "files.")
+@click.option("--job-host-path", is_flag=True,
+              help="With --job-model kubernetes, on single-node/dev clusters: mount the node's "
+                   "directory at WORKDIR's absolute path (hostPath, type Directory; the "
+                   "namespace's Pod Security level must allow hostPath). Excludes "
+                   "--job-volume-claim.")
+@click.option("--job-redis-url", metavar="URL",
+              help="With --job-model kubernetes: the Redis URL the Jobs' pods report results to "
+                   "(default: the engine's own; pods usually reach Redis under another "
+                   "address, a Service name or the node's).")
 @click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path),
               help="Draw a Gantt chart of tasks per worker to this .png or .html file.")
 @click.option("--json-summary", type=click.Path(dir_okay=False, path_type=Path),
@@ -71,9 +87,12 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
         pool_files: tuple[Path, ...], budget_cpu: str | None, budget_memory: str | None,
         cooldown: float, runtime: str, worker_image: str, metrics_port: int | None,
         job_model: str, kubeconfig: str | None,
-        job_image: str, job_namespace: str | None, timeline: Path | None,
+        job_image: str, job_namespace: str | None, job_volume_claim: str | None,
+        job_host_path: bool, job_redis_url: str | None, timeline: Path | None,
         json_summary: Path | None) -> None:
     """Run the HyperFlow workflow in WORKDIR (workflow.json + optional executionModels)."""
+    check_job_options(job_model, volume_claim=job_volume_claim, host_path=job_host_path,
+                      redis_url=job_redis_url)
     if not workdir.is_dir():
         raise ConfigError("no such directory", source=str(workdir))
     settings = load_settings()
@@ -105,7 +124,9 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
     progress = Progress()
     launcher = None
     if job_model == "kubernetes":
-        launcher = kubernetes_jobs(settings, kubeconfig, job_image, job_namespace or namespace)
+        launcher = kubernetes_jobs(settings, kubeconfig, job_image, job_namespace or namespace,
+                                   work_dir=workdir, volume_claim=job_volume_claim,
+                                   host_path=job_host_path, redis_url=job_redis_url)
     elif job_model == "docker":
         from hyperpool.engine.container_jobs import ContainerJobLauncher
 
@@ -136,6 +157,9 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
                 # Ctrl-C: the run is cancelled; don't wait without bound for running tasks.
                 supervisor.stop(drain_timeout=10)
     finally:
+        if job_model == "kubernetes":
+            # However the run ended (a failure, Ctrl-C, an error): no Job of it stays behind.
+            engine.jobs.terminate_all()
         progress.close(engine)
         if publisher is not None:
             publisher.close()
@@ -185,18 +209,64 @@ def withdraw_queued(settings: Settings, routing: Routing, run_id: str) -> None:
         click.echo(f"hyperpool: {plural(removed, 'queued task message')} withdrawn", err=True)
 
 
-def kubernetes_jobs(settings: Settings, kubeconfig: str | None, image: str,
-                    namespace: str) -> Callable[[Engine], object]:
-    """A factory of the in-cluster job model for :class:`Engine` (imported only when used)."""
+def check_job_options(job_model: str, *, volume_claim: str | None, host_path: bool,
+                      redis_url: str | None) -> None:
+    """Refuse job-model options that would be ignored or contradict each other (before any
+    service is contacted: they are the user's typo, not the cluster's state)."""
+    given = [name for name, value in (("--job-volume-claim", volume_claim),
+                                      ("--job-host-path", host_path),
+                                      ("--job-redis-url", redis_url)) if value]
+    if given and job_model != "kubernetes":
+        raise ConfigError(f"only used with --job-model kubernetes (not {job_model})",
+                          source=given[0])
+    if volume_claim and host_path:
+        raise ConfigError("mount the work dir from a claim or from the node, not both: drop "
+                          "--job-volume-claim or --job-host-path", source="--job-host-path")
+    if volume_claim is not None and not volume_claim.strip():
+        raise ConfigError("empty claim name", source="--job-volume-claim")
+
+
+def unreachable_from_pods(redis_url: str) -> str | None:
+    """A warning when the Jobs' pods would be told a loopback Redis address: inside a pod,
+    127.0.0.1 is the pod itself, so every task would fail without reporting."""
+    host = (urlsplit(redis_url).hostname or "").lower()
+    if host == "localhost" or host == "::1" or host.startswith("127."):
+        return (f"the Jobs' pods would report to Redis at {mask_url(redis_url)}, a loopback "
+                "address they cannot reach; pass --job-redis-url with an address pods reach")
+    return None
+
+
+def kubernetes_jobs(settings: Settings, kubeconfig: str | None, image: str, namespace: str, *,
+                    work_dir: Path | None = None, volume_claim: str | None = None,
+                    host_path: bool = False,
+                    redis_url: str | None = None) -> Callable[[Engine], object]:
+    """A factory of the in-cluster job model for :class:`Engine` (imported only when used).
+
+    Checks what can be checked before any task runs: the kubeconfig, and that the work dir's
+    claim exists in the Jobs' namespace.
+    """
     from hyperpool.controller.api import KubeApi
     from hyperpool.controller.job_launcher import KubeJobLauncher
+    from hyperpool.controller.jobs import check_volume_claim
 
     try:
         api = KubeApi.from_config(kubeconfig)
     except Exception as exc:  # kubeconfig problems surface as assorted client errors
         raise ServiceUnavailable(f"cannot use the kubeconfig {kubeconfig or '$KUBECONFIG'}: "
                                  f"{exc}") from None
-    # A Job only reports to Redis; it never needs the broker's credentials.
-    env = {"HYPERPOOL_REDIS_URL": settings.redis_url, "REDIS_URL": settings.redis_url}
+    if volume_claim:
+        warning = check_volume_claim(api, namespace, volume_claim)
+        if warning:
+            click.echo(f"hyperpool: warning: {warning}", err=True)
+    pod_redis = redis_url or settings.redis_url
+    warning = unreachable_from_pods(pod_redis)
+    if warning:
+        click.echo(f"hyperpool: warning: {warning}", err=True)
+    # A Job only reports to Redis; it never needs the broker's credentials. REDIS_URL is the
+    # name HyperFlow's own executor images read.
+    env = {"HYPERPOOL_REDIS_URL": pod_redis, "REDIS_URL": pod_redis}
+    work = str(work_dir.resolve()) if work_dir is not None else None
     return lambda engine: KubeJobLauncher(api, engine.client, engine.stream, engine.run_id,
-                                          namespace=namespace, image=image, env=env)
+                                          namespace=namespace, image=image, env=env,
+                                          work_dir=work, work_claim=volume_claim or None,
+                                          work_host_path=host_path)
