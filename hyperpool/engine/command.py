@@ -265,7 +265,7 @@ def kubernetes_jobs(settings: Settings, kubeconfig: str | None, image: str, name
     # A Job only reports to Redis; it never needs the broker's credentials. REDIS_URL is the
     # name HyperFlow's own executor images read.
     env = {"HYPERPOOL_REDIS_URL": pod_redis, "REDIS_URL": pod_redis}
-    work = str(work_dir.resolve()) if work_dir is not None else None
+    work = str(Path(work_dir).resolve()) if work_dir is not None else None
     return lambda engine: KubeJobLauncher(api, engine.client, engine.stream, engine.run_id,
                                           namespace=namespace, image=image, env=env,
                                           work_dir=work, work_claim=volume_claim or None,
