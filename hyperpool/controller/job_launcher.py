@@ -39,6 +39,7 @@ from hyperpool.controller.jobs import (
     JobFailure,
     JobParams,
     build_job,
+    creation_failure,
     job_failure,
     pull_failure,
     pull_problem,
@@ -86,6 +87,7 @@ class KubeJobLauncher:
                  namespace: str, image: str, env: Mapping[str, str] | None = None,
                  work_dir: str | None = None, work_claim: str | None = None,
                  work_host_path: bool = False,
+                 resources: Mapping[str, Mapping[str, str]] | None = None,
                  read_log: Callable[[KubeApi, str, str], str] = pod_log_tail,
                  scan_every: float | None = FAILURE_SCAN_SECONDS):
         """``scan_every=None`` starts no scanner thread (tests call :meth:`scan` instead)."""
@@ -99,9 +101,11 @@ class KubeJobLauncher:
         self.work_dir = work_dir
         self.work_claim = work_claim
         self.work_host_path = work_host_path
+        self.resources = dict(resources or {})
         self.read_log = read_log
         self._live: dict[str, tuple[str, int, float]] = {}  # Job -> (task id, attempt, start)
         self._pulling: dict[str, int] = {}  # Job -> scans seen waiting for its image
+        self._podless: dict[str, int] = {}  # Job -> scans seen without a pod
         self._pods_denied = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -124,7 +128,8 @@ class KubeJobLauncher:
         params = JobParams(namespace=self.namespace, image=self.image, reply_to=self.stream,
                            attempt=attempt, run_id=self.run_id, env=self.env,
                            labels={RUN_LABEL: self.run_id}, work_dir=self.work_dir,
-                           work_claim=self.work_claim, work_host_path=self.work_host_path)
+                           work_claim=self.work_claim, work_host_path=self.work_host_path,
+                           resources=self.resources)
         job = build_job(message, params)
         self.api.create(job)
         with self._lock:
@@ -140,6 +145,7 @@ class KubeJobLauncher:
             for name in names:
                 del self._live[name]
                 self._pulling.pop(name, None)
+                self._podless.pop(name, None)
         for name in names:
             self._delete(name)
 
@@ -194,6 +200,8 @@ class KubeJobLauncher:
             failure = job_failure(job, pods.get(name, []))
             if failure is None:
                 failure = self._pull_failure(name, pods.get(name, []))
+            if failure is None:
+                failure = self._creation_failure(name, pods.get(name, []))
             if failure is not None:
                 self._fail(name, failure)
 
@@ -206,12 +214,33 @@ class KubeJobLauncher:
             seen = self._pulling[name] = self._pulling.get(name, 0) + 1
         return pull_failure(name, self.image, problem) if seen > PULL_GRACE_SCANS else None
 
+    def _creation_failure(self, name: str, pods: list[dict[str, Any]]) -> JobFailure | None:
+        """A Job still without a pod after :data:`PULL_GRACE_SCANS` scans: its ``FailedCreate``
+        event says why (e.g. a ResourceQuota demanding requests the Job has none of, or an
+        admission policy forbidding its volume); without one, it waits on."""
+        with self._lock:
+            if pods:
+                self._podless.pop(name, None)
+                return None
+            seen = self._podless[name] = self._podless.get(name, 0) + 1
+        if seen <= PULL_GRACE_SCANS:
+            return None
+        try:
+            events = self.api.request(
+                "GET", f"/api/v1/namespaces/{self.namespace}/events",
+                query=[("fieldSelector", f"involvedObject.kind=Job,involvedObject.name={name}")])
+        except ApiError as exc:
+            log.debug("cannot read the events of Job %s: %s", name, exc)
+            return None
+        return creation_failure(name, events.get("items") or [])
+
     def _fail(self, name: str, failure: JobFailure) -> None:
         """Report ``failure`` as the task's result, then delete the Job (after its log is
         read: deleting kills the pod and its log with it)."""
         with self._lock:
             entry = self._live.pop(name, None)
             self._pulling.pop(name, None)
+            self._podless.pop(name, None)
         if entry is None:
             return
         task_id, attempt, started = entry
@@ -243,6 +272,7 @@ class KubeJobLauncher:
             names = list(self._live)
             self._live.clear()
             self._pulling.clear()
+            self._podless.clear()
         for name in names:
             self._delete(name)
         try:

@@ -287,6 +287,20 @@ def pull_problem(pods: Iterable[Mapping[str, Any]]) -> PodProblem | None:
     return None
 
 
+def creation_failure(name: str, events: list[dict[str, Any]]) -> JobFailure | None:
+    """The failure of Job ``name`` whose pod the Job controller cannot create, from its latest
+    ``FailedCreate`` event; ``None`` while there is none, or while the reason is a full quota
+    (the controller retries, and the pod is created once other pods end)."""
+    failed = [e for e in events if e.get("reason") == "FailedCreate"]
+    if not failed:
+        return None
+    latest = max(failed, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+    message = str(latest.get("message") or "")
+    if "exceeded quota" in message:
+        return None
+    return JobFailure(1, f"Job {name}: its pod cannot be created: {_clip(message)}")
+
+
 def pull_failure(name: str, image: str, problem: PodProblem) -> JobFailure:
     """The failure recorded for Job ``name``, given up on because its image cannot be pulled
     (no log to read: the container never started)."""

@@ -19,6 +19,7 @@ from hyperpool.engine.run import Engine, RunOptions, last_run
 from hyperpool.errors import ConfigError, ServiceUnavailable, WorkflowFailed
 from hyperpool.executor.publisher import Publisher
 from hyperpool.local.cli import RUNTIME, WORKER_IMAGE, container_runtime
+from hyperpool.quantities import parse_quantity
 from hyperpool.routing import Routing, load_routing, unmatched_entries
 from hyperpool.services import check_broker, check_redis
 from hyperpool.settings import Settings, load_settings, mask_url
@@ -78,6 +79,10 @@ from hyperpool.wording import plural
               help="With --job-model kubernetes: the Redis URL the Jobs' pods report results to "
                    "(default: the engine's own; pods usually reach Redis under another "
                    "address, a Service name or the node's).")
+@click.option("--job-resources", metavar="cpu=Q,memory=Q",
+              help="With --job-model kubernetes: requests and limits (equal) of each Job's "
+                   "container, e.g. cpu=500m,memory=512Mi; a namespace whose ResourceQuota "
+                   "bounds cpu or memory admits no pod without them.")
 @click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path),
               help="Draw a Gantt chart of tasks per worker to this .png or .html file.")
 @click.option("--json-summary", type=click.Path(dir_okay=False, path_type=Path),
@@ -88,11 +93,12 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
         cooldown: float, runtime: str, worker_image: str, metrics_port: int | None,
         job_model: str, kubeconfig: str | None,
         job_image: str, job_namespace: str | None, job_volume_claim: str | None,
-        job_host_path: bool, job_redis_url: str | None, timeline: Path | None,
+        job_host_path: bool, job_redis_url: str | None, job_resources: str | None,
+        timeline: Path | None,
         json_summary: Path | None) -> None:
     """Run the HyperFlow workflow in WORKDIR (workflow.json + optional executionModels)."""
     check_job_options(job_model, volume_claim=job_volume_claim, host_path=job_host_path,
-                      redis_url=job_redis_url)
+                      redis_url=job_redis_url, resources=job_resources)
     if not workdir.is_dir():
         raise ConfigError("no such directory", source=str(workdir))
     settings = load_settings()
@@ -126,7 +132,8 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
     if job_model == "kubernetes":
         launcher = kubernetes_jobs(settings, kubeconfig, job_image, job_namespace or namespace,
                                    work_dir=workdir, volume_claim=job_volume_claim,
-                                   host_path=job_host_path, redis_url=job_redis_url)
+                                   host_path=job_host_path, redis_url=job_redis_url,
+                                   resources=parse_job_resources(job_resources))
     elif job_model == "docker":
         from hyperpool.engine.container_jobs import ContainerJobLauncher
 
@@ -209,13 +216,33 @@ def withdraw_queued(settings: Settings, routing: Routing, run_id: str) -> None:
         click.echo(f"hyperpool: {plural(removed, 'queued task message')} withdrawn", err=True)
 
 
+def parse_job_resources(text: str | None) -> dict[str, dict[str, str]]:
+    """``cpu=500m,memory=512Mi`` as the container's equal requests and limits (Guaranteed,
+    as the seed's WorkerPools set theirs)."""
+    if not text:
+        return {}
+    amounts: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in ("cpu", "memory") or not value:
+            raise ConfigError(f"{item.strip()!r}: expected cpu=QUANTITY or memory=QUANTITY, "
+                              "e.g. cpu=500m,memory=512Mi", source="--job-resources")
+        try:
+            parse_quantity(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}", source="--job-resources") from None
+        amounts[key] = value
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
 def check_job_options(job_model: str, *, volume_claim: str | None, host_path: bool,
-                      redis_url: str | None) -> None:
+                      redis_url: str | None, resources: str | None = None) -> None:
     """Refuse job-model options that would be ignored or contradict each other (before any
     service is contacted: they are the user's typo, not the cluster's state)."""
     given = [name for name, value in (("--job-volume-claim", volume_claim),
                                       ("--job-host-path", host_path),
-                                      ("--job-redis-url", redis_url)) if value]
+                                      ("--job-redis-url", redis_url),
+                                      ("--job-resources", resources)) if value]
     if given and job_model != "kubernetes":
         raise ConfigError(f"only used with --job-model kubernetes (not {job_model})",
                           source=given[0])
@@ -224,6 +251,7 @@ def check_job_options(job_model: str, *, volume_claim: str | None, host_path: bo
                           "--job-volume-claim or --job-host-path", source="--job-host-path")
     if volume_claim is not None and not volume_claim.strip():
         raise ConfigError("empty claim name", source="--job-volume-claim")
+    parse_job_resources(resources)
 
 
 def unreachable_from_pods(redis_url: str) -> str | None:
@@ -238,8 +266,9 @@ def unreachable_from_pods(redis_url: str) -> str | None:
 
 def kubernetes_jobs(settings: Settings, kubeconfig: str | None, image: str, namespace: str, *,
                     work_dir: Path | None = None, volume_claim: str | None = None,
-                    host_path: bool = False,
-                    redis_url: str | None = None) -> Callable[[Engine], object]:
+                    host_path: bool = False, redis_url: str | None = None,
+                    resources: dict[str, dict[str, str]] | None = None,
+                    ) -> Callable[[Engine], object]:
     """A factory of the in-cluster job model for :class:`Engine` (imported only when used).
 
     Checks what can be checked before any task runs: the kubeconfig, and that the work dir's
@@ -269,4 +298,4 @@ def kubernetes_jobs(settings: Settings, kubeconfig: str | None, image: str, name
     return lambda engine: KubeJobLauncher(api, engine.client, engine.stream, engine.run_id,
                                           namespace=namespace, image=image, env=env,
                                           work_dir=work, work_claim=volume_claim or None,
-                                          work_host_path=host_path)
+                                          work_host_path=host_path, resources=resources)

@@ -30,6 +30,7 @@ import kombu
 import pytest
 import redis
 
+from hyperpool.controller import naming
 from hyperpool.controller.api import KubeApi
 
 REAL_NODE_LABEL = "hyperpool.test/real-node"
@@ -46,6 +47,12 @@ class NodeServices:
     broker_url: str
     redis_url: str
     rabbit_hostname: str  # the WorkerPool's spec.rabbitHostname for these pods
+
+
+def _kubectl(kubeconfig: str, *args: str):
+    from tests.kubernetes.identity import kubectl
+
+    return kubectl(kubeconfig, *args)
 
 
 def _wait(check, *, timeout: float, what: str) -> None:
@@ -134,6 +141,22 @@ def real_namespace(api: KubeApi, operator) -> Iterator[str]:
     name = create_real_namespace(api)
     yield name
     api.delete("v1", "Namespace", None, name)
+
+
+def diagnose(api, kubeconfig: str, system: str | None, pools: str) -> str:
+    """What a failed wait needs: the pools' status, their pods' states, the operator's log
+    (when it runs in a pod in ``system``)."""
+    lines = []
+    for pool in api.list(naming.API_VERSION, naming.KIND, pools):
+        lines.append(f"pool {pool['metadata']['name']}: {pool.get('status')}")
+    for ns in filter(None, (pools, system)):
+        for pod in api.list("v1", "Pod", ns):
+            lines.append(f"pod {ns}/{pod['metadata']['name']}: {pod['status'].get('phase')} "
+                         f"{pod['status'].get('containerStatuses')}")
+    for pod in api.list("v1", "Pod", system) if system else []:
+        out = _kubectl(kubeconfig, "-n", system, "logs", pod["metadata"]["name"], "--tail", "40")
+        lines.append(out.stdout + out.stderr)
+    return "\n".join(lines)
 
 
 @pytest.fixture

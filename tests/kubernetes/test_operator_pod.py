@@ -18,7 +18,7 @@ from hyperpool.controller import naming
 from tests.kubernetes.conftest import create_in, wait_for
 from tests.kubernetes.helmtool import chart_with_dependencies, helm_binary
 from tests.kubernetes.identity import kubectl
-from tests.kubernetes.real_node import create_real_namespace
+from tests.kubernetes.real_node import create_real_namespace, diagnose
 from tests.kubernetes.test_chart import CHART, run
 from tests.unit.test_controller_support import seed_manifest_text
 
@@ -31,21 +31,6 @@ def ready_condition(api, namespace: str, name: str) -> dict:
     pool = api.get(naming.API_VERSION, naming.KIND, namespace, name) or {}
     return next((c for c in (pool.get("status") or {}).get("conditions") or []
                  if c["type"] == "Ready"), {})
-
-
-def diagnose(api, kubeconfig: str, system: str, pools: str) -> str:
-    """What a failed wait needs: the pools' status, their pods' states, the operator's log."""
-    lines = []
-    for pool in api.list(naming.API_VERSION, naming.KIND, pools):
-        lines.append(f"pool {pool['metadata']['name']}: {pool.get('status')}")
-    for ns in (pools, system):
-        for pod in api.list("v1", "Pod", ns):
-            lines.append(f"pod {ns}/{pod['metadata']['name']}: {pod['status'].get('phase')} "
-                         f"{pod['status'].get('containerStatuses')}")
-    for pod in api.list("v1", "Pod", system):
-        out = kubectl(kubeconfig, "-n", system, "logs", pod["metadata"]["name"], "--tail", "40")
-        lines.append(out.stdout + out.stderr)
-    return "\n".join(lines)
 
 
 def test_chart_installed_operator_runs_pools_and_reports_failing_pods(

@@ -466,3 +466,34 @@ def test_the_log_tail_is_read_as_text(log_server):
     assert text == '{"level": "error"}\nhyperpool: error: Redis unreachable\n'  # not parsed
     assert seen == ["/api/v1/namespaces/ns/pods/p-1/log?container=task&tailLines=20"]
     assert job_launcher.pod_log_tail(api, "ns", "gone") == ""
+
+
+def test_a_job_whose_pod_cannot_be_created_fails_with_its_event_unless_the_quota_is_full():
+    from hyperpool.controller.jobs import creation_failure
+
+    refused = {"reason": "FailedCreate", "lastTimestamp": "2026-12-02T17:50:02Z", "message": (
+        'Error creating: pods "hf-task-1-abcde" is forbidden: failed quota: pools: must '
+        "specify limits.cpu,limits.memory,requests.cpu,requests.memory")}
+    full = {"reason": "FailedCreate", "lastTimestamp": "2026-12-02T17:50:09Z", "message": (
+        'Error creating: pods "hf-task-1-fghij" is forbidden: exceeded quota: pools, '
+        "requested: requests.cpu=1, used: requests.cpu=4, limited: requests.cpu=4")}
+    other = {"reason": "SuccessfulCreate", "lastTimestamp": "2026-12-02T17:50:10Z",
+             "message": "Created pod: x"}
+    failure = creation_failure("hf-task-1", [refused, other])
+    assert failure is not None and failure.exit_code == 1
+    assert failure.note.startswith("Job hf-task-1: its pod cannot be created: Error creating")
+    assert "must specify limits.cpu" in failure.note
+    assert creation_failure("hf-task-1", [refused, full]) is None  # the latest: quota full
+    assert creation_failure("hf-task-1", [other]) is None
+
+
+def test_job_resources_are_equal_requests_and_limits_and_typos_are_named():
+    from hyperpool.engine.command import parse_job_resources
+
+    assert parse_job_resources("cpu=250m,memory=256Mi") == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "250m", "memory": "256Mi"}}
+    assert parse_job_resources(None) == {}
+    for bad, where in [("gpu=1", "'gpu=1'"), ("cpu", "'cpu'"), ("cpu=lots", "cpu: not a")]:
+        with pytest.raises(ConfigError, match=where):
+            parse_job_resources(bad)
