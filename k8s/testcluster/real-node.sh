@@ -39,9 +39,16 @@ if [ -f "$OWNER" ]; then
   pid=$(cat "$other/real-kubelet.pid" 2>/dev/null || true)
   if [ "$other" != "$STATE" ] && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
      tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$other/"; then
-    echo "real-node.sh: the real node of $other runs on this dockerd; a second kubelet would" \
-         "kill its pods: stop it first (k8s/testcluster/down.sh $other)" >&2
-    exit 1
+    api_pid=$(cat "$other/kube-apiserver.pid" 2>/dev/null || true)
+    if [ -n "$api_pid" ] && kill -0 "$api_pid" 2>/dev/null; then
+      echo "real-node.sh: the real node of $other runs on this dockerd; a second kubelet" \
+           "would kill its pods: stop it first (k8s/testcluster/down.sh $other)" >&2
+      exit 1
+    fi
+    # Its control plane is gone (a test run killed before its teardown): nothing can use
+    # that node any more, so it is stopped rather than left to block every later cluster.
+    echo "real-node.sh: stopping the orphaned real node of $other (its API server is gone)"
+    bash "$(dirname "$0")/down.sh" "$other"
   fi
 fi
 echo "$STATE" > "$OWNER"

@@ -26,7 +26,12 @@ from hyperpool.controller.workload import restricted_container_security, restric
 from hyperpool.errors import ConfigError
 from hyperpool.models import WorkerPool, WorkerPoolSpec, validate
 from tests.unit.test_controller_reconcile import FakeApi
-from tests.unit.test_controller_support import crd_schema, schema_errors, seed_pool
+from tests.unit.test_controller_support import (
+    crd_schema,
+    schema_errors,
+    seed_manifest_text,
+    seed_pool,
+)
 
 K8S_VERSION = kubernetes_validate.utils.all_versions()[0]
 SHIPPED = Path(__file__).resolve().parents[2] / "hyperpool" / "templates"
@@ -313,3 +318,18 @@ def test_reconcile_creates_the_account_but_never_adopts_a_foreign_one():
 def test_spec_round_trips_through_yaml_as_a_user_writes_it():
     text = yaml.safe_dump({"spec": {"taskType": "t", **FULL_SPEC}})
     assert WorkerPoolSpec.model_validate(yaml.safe_load(text)["spec"]).concurrency == 4
+
+
+@pytest.mark.parametrize("spec,errors", [
+    ({"minReplicaCount": 60, "maxReplicaCount": 50},
+     ["self.spec: minReplicaCount must not exceed maxReplicaCount"]),
+    ({"minReplicaCount": 60}, ["self.spec: minReplicaCount must not exceed maxReplicaCount"]),
+    ({"minReplicaCount": 50, "maxReplicaCount": 50}, []),
+    ({}, []),  # the defaults, 0 and 50
+])
+def test_crd_rule_min_not_above_max_as_a_current_api_server_evaluates_it(spec, errors):
+    pool = yaml.safe_load(seed_manifest_text())
+    for key in ("minReplicaCount", "maxReplicaCount"):
+        pool["spec"].pop(key)
+    pool["spec"].update(spec)
+    assert schema_errors("WorkerPool", pool) == errors

@@ -115,8 +115,24 @@ def schema_errors(kind: str, obj: dict) -> list[str]:
     validator = jsonschema.Draft7Validator(strict_jsonschema(crd_schema(kind)))
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
               for e in validator.iter_errors(obj)]
-    # The API server evaluates CEL rules only on values that passed the schema's type checks.
-    return errors or cel_errors(crd_schema(kind), obj)
+    # The API server evaluates CEL rules only on values that passed the schema's type checks,
+    # and after it has filled in the schema's defaults.
+    return errors or cel_errors(crd_schema(kind), with_defaults(crd_schema(kind), obj))
+
+
+def with_defaults(schema: dict, value: Any) -> Any:
+    """``value`` with the schema's ``default``s filled in, as the API server does first."""
+    if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
+        out = dict(value)
+        for key, sub in schema["properties"].items():
+            if key not in out and "default" in sub:
+                out[key] = copy.deepcopy(sub["default"])
+            if key in out:
+                out[key] = with_defaults(sub, out[key])
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [with_defaults(schema["items"], item) for item in value]
+    return value
 
 
 def _walk(schema: dict, value: Any, path: str) -> Iterator[tuple[dict, Any, str]]:
