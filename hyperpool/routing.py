@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperpool.errors import ConfigError
-from hyperpool.models import ExecutionModel, WorkerPoolSpec, validate
+from hyperpool.models import ExecutionModel, validate
 from hyperpool.names import ensure_queue_name
+from hyperpool.workerpool_spec import WorkerPoolSpec
 
 EXECUTION_MODELS_FILE = "workflow.config.executionModels.json"
 

@@ -20,8 +20,8 @@ from hyperpool.controller.environment import (
     worker_command,
     worker_env,
 )
-from hyperpool.models import BrokerCredentials, RedisCredentials
 from hyperpool.settings import broker_url_from_rabbit_hostname
+from hyperpool.workerpool_spec import BrokerCredentials, RedisCredentials
 
 DEFAULT_TERMINATION_GRACE = 600
 DEFAULT_POLLING_INTERVAL = 15
@@ -53,7 +53,7 @@ class PoolParams:
     priority_class: str | None = None
     polling_interval: int = DEFAULT_POLLING_INTERVAL
     fallback_failures: int = DEFAULT_FALLBACK_FAILURES
-    # beyond the HyperFlow operator's (see hyperpool.models.WorkerPoolSpec)
+    # beyond the HyperFlow operator's (see hyperpool.workerpool_spec.WorkerPoolSpec)
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     affinity: dict[str, Any] = field(default_factory=dict)

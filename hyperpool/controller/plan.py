@@ -25,10 +25,11 @@ from hyperpool.controller.status import Finding
 from hyperpool.controller.templates import TemplateError, Templates
 from hyperpool.controller.workload import build_deployment, build_service_account
 from hyperpool.errors import ConfigError
-from hyperpool.models import WorkerPoolSpec, describe_validation_error, is_extended_resource
+from hyperpool.models import describe_validation_error
 from hyperpool.quantities import canonical_quantity, parse_quantity
 from hyperpool.routing import pool_queue
 from hyperpool.scaling import fit, quota_max_replicas
+from hyperpool.workerpool_spec import WorkerPoolSpec, is_extended_resource
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ import yaml
 
 from hyperpool.errors import ConfigError
 from hyperpool.local.budget import DEFAULT_WORKER_REQUEST, NOTHING, Resources
-from hyperpool.models import WorkerPool, WorkerPoolSpec, validate
+from hyperpool.models import validate
 from hyperpool.routing import Routing, pool_queue
+from hyperpool.workerpool_spec import WorkerPool, WorkerPoolSpec
 
 log = logging.getLogger("hyperpool.local")
 

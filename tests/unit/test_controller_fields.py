@@ -24,7 +24,8 @@ from hyperpool.controller.reconcile import reconcile
 from hyperpool.controller.templates import Templates
 from hyperpool.controller.workload import restricted_container_security, restricted_pod_security
 from hyperpool.errors import ConfigError
-from hyperpool.models import WorkerPool, WorkerPoolSpec, validate
+from hyperpool.models import validate
+from hyperpool.workerpool_spec import WorkerPool, WorkerPoolSpec
 from tests.unit.test_controller_reconcile import FakeApi
 from tests.unit.test_controller_support import (
     crd_schema,

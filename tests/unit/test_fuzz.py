@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from hyperpool.engine.dag import build_dag
 from hyperpool.engine.loader import load_workflow, message_fields, parse_workflow
 from hyperpool.errors import ConfigError
-from hyperpool.models import TaskMessage, WorkerPool, validate
+from hyperpool.models import TaskMessage, validate
 from hyperpool.routing import build_routing, parse_execution_models
+from hyperpool.workerpool_spec import WorkerPool
 
 
 def fuzz(examples: int) -> settings:

@@ -4,8 +4,9 @@ import pytest
 import yaml
 
 from hyperpool.errors import ConfigError
-from hyperpool.models import TaskMessage, WorkerPool, WorkerPoolSpec, validate
+from hyperpool.models import TaskMessage, validate
 from hyperpool.quantities import canonical_quantity, format_bytes, format_cpu, parse_quantity
+from hyperpool.workerpool_spec import WorkerPool, WorkerPoolSpec
 from tests.conftest import REPO
 from tests.unit.test_controller_support import SEED_MANIFEST
 

@@ -3,7 +3,6 @@ import json
 import pytest
 
 from hyperpool.errors import ConfigError
-from hyperpool.models import WorkerPoolSpec
 from hyperpool.routing import (
     EXECUTION_MODELS_FILE,
     load_routing,
@@ -11,6 +10,7 @@ from hyperpool.routing import (
     queue_for,
     unmatched_entries,
 )
+from hyperpool.workerpool_spec import WorkerPoolSpec
 
 
 def write(tmp_path, content):
