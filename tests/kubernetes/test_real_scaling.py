@@ -124,3 +124,32 @@ def test_a_sigkilled_worker_containers_task_is_redelivered_and_completed_once(
     assert lines(shared_work / "dones.log") == 1
     (pod,) = api.list("v1", "Pod", real_namespace)
     assert pod["status"]["containerStatuses"][0]["restartCount"] == 1
+
+
+def test_prometheus_scrapes_a_worker_pods_metrics_port(api, real_namespace, node_services,
+                                                       shared_work, tmp_path):
+    """The other half of the scaling signal (tests/integration/test_prometheus_signal.py has
+    the broker's): a worker pod's ``metrics`` port, scraped by Debian's Prometheus over the
+    pod's address, with the labels k8s/monitoring/podmonitor.yaml gives it."""
+    from hyperpool.controller.environment import METRICS_PORT
+    from tests.integration.prometheus_server import PrometheusServer, ScrapeJob
+
+    start_pool(api, real_namespace, node_services, shared_work, grace=30)
+    finish(long_task_run(shared_work, real_namespace, node_services, seconds=0), shared_work)
+    (pod,) = api.list("v1", "Pod", real_namespace)
+    ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+    assert ports["metrics"] == METRICS_PORT
+    server = PrometheusServer(tmp_path / "prometheus", [ScrapeJob(
+        "hyperpool-system/hyperpool-pools", [f"{pod['status']['podIP']}:{METRICS_PORT}"],
+        {"namespace": real_namespace, "pod": pod["metadata"]["name"], "container": "worker",
+         "pool": "mproject"})], rules={})
+    server.start()
+    try:
+        query = (f'sum(hyperpool_tasks_total{{namespace="{real_namespace}",pool="mproject",'
+                 'outcome="succeeded"})')
+        samples = wait_for(lambda: server.query(query), timeout=60,
+                           what="the pod's task counter in Prometheus")
+        assert float(samples[0]["value"][1]) == 1.0
+    finally:
+        server.stop()
+
