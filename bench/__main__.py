@@ -3,9 +3,10 @@
 All sections run in one process, one after the other, and their numbers land in one document
 (docs/benchmarks.md, plus PNG plots beside it), so comparisons are side by side on the same
 machine in the same minutes. Each section is isolated: if one fails, the others still run
-and the document says what was not measured and why. A full run takes about 12-15 minutes on
-2 cores; ``--quick`` (smaller sizes, one repeat, no 469-task job-model run, no cluster)
-takes about 3.
+and the document says what was not measured and why. A full run takes about 17-20 minutes on
+2 cores (the kubernetes section about 5 of them; ``HYPERPOOL_BENCH_KUBECONFIG`` gives it an
+already running k8s/testcluster, since only one real node may run per dockerd);
+``--quick`` (smaller sizes, one repeat, no 469-task job-model run, no cluster) takes about 3.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from bench.common import REPO, fsync_latency, machine, wait_quiet, workflow_file
 BROKER_DISK = next(p for p in (Path("/var/lib/rabbitmq"), Path(tempfile.gettempdir()))
                    if os.access(p, os.W_OK))
 SECTIONS = ("throughput", "latency", "makespan", "scaling", "memory", "controller", "demo",
-            "containers")
+            "containers", "kubernetes")
 
 
 def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
@@ -81,6 +82,10 @@ def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
         from bench import containers
 
         res["containers"] = containers.measure(1 if quick else 3)
+    elif name == "kubernetes":
+        from bench import kubernetes
+
+        res["kubernetes"] = kubernetes.measure(1 if quick else 3)
 
 
 def main() -> None:
@@ -104,8 +109,9 @@ def main() -> None:
         merge_sections(args.merge, args.only or [], args.quick, args.out)
         return
     sections = [s for s in (args.only or SECTIONS) if s not in args.skip]
-    if args.quick and not args.only and "controller" in sections:
-        sections.remove("controller")
+    for needs_cluster in ("controller", "kubernetes"):
+        if args.quick and not args.only and needs_cluster in sections:
+            sections.remove(needs_cluster)
     res: dict[str, Any] = {"machine": machine(), "quick": args.quick, "errors": {},
                            "started": time.strftime("%Y-%m-%d %H:%M %Z"),
                            "load_before": os.getloadavg(), "sections": sections,

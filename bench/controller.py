@@ -99,9 +99,13 @@ def _versions(api: Any, namespace: str) -> dict[tuple[str, str], tuple[str, tupl
     return found
 
 
-def _run_script(scripts: Path, script: str, *args: str, timeout: float) -> None:
+def _run_script(scripts: Path, script: str, *args: str, timeout: float,
+                real_node: bool = True) -> None:
+    # HYPERPOOL_K8S_REAL_NODE=0: one real node per dockerd, and the controller's scale runs
+    # need none (their pods stay on the hollow node).
+    env = {**os.environ, "HYPERPOOL_K8S_REAL_NODE": "1" if real_node else "0"}
     proc = subprocess.run(["bash", str(scripts / script), *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         text = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
         # The scripts' own lines ("up.sh: ...") say why; the rest is a log tail.
@@ -121,12 +125,12 @@ def _committed_scripts() -> Path | None:
     return target
 
 
-def _start_cluster(state: Path) -> tuple[str, Path, str]:
+def _start_cluster(state: Path, *, real_node: bool = True) -> tuple[str, Path, str]:
     """(kubeconfig, scripts dir, note). Falls back to the committed up.sh if the working
     tree's fails (it may be mid-edit); the note says so."""
     _run_script(TESTCLUSTER, "build.sh", timeout=3600)
     try:
-        _run_script(TESTCLUSTER, "up.sh", str(state), timeout=600)
+        _run_script(TESTCLUSTER, "up.sh", str(state), timeout=600, real_node=real_node)
         return str(state / "kubeconfig"), TESTCLUSTER, ""
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
@@ -136,7 +140,7 @@ def _start_cluster(state: Path) -> tuple[str, Path, str]:
             raise
         shutil.rmtree(state, ignore_errors=True)
         state.mkdir()
-        _run_script(committed, "up.sh", str(state), timeout=600)
+        _run_script(committed, "up.sh", str(state), timeout=600, real_node=real_node)
         return (str(state / "kubeconfig"), committed,
                 f"cluster started with the committed up.sh, because the working tree's "
                 f"failed ({exc})")
@@ -150,7 +154,7 @@ def measure(pools: int = 200) -> dict[str, Any]:
     state = Path(tempfile.mkdtemp(prefix="benchk8s-"))
     scripts = TESTCLUSTER
     try:
-        kubeconfig, scripts, note = _start_cluster(state)
+        kubeconfig, scripts, note = _start_cluster(state, real_node=False)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         subprocess.run(["bash", str(TESTCLUSTER / "down.sh"), str(state)], check=False)
         return {"skipped": str(exc)}

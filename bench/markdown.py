@@ -360,6 +360,10 @@ def render(res: dict[str, Any], plots: list[str]) -> str:
         from bench.containers import section as containers_section
 
         out += containers_section(res)
+    if "kubernetes" in res:
+        from bench.kubernetes import section as kubernetes_section
+
+        out += kubernetes_section(res)
     from bench.notes import notes
 
     out += notes(res, met)
