@@ -132,49 +132,14 @@ def real_node(api: Any) -> dict[str, str]:
 
 @contextlib.contextmanager
 def node_services(node_ip: str) -> Iterator[Any]:
-    """RabbitMQ and Redis containers published on the node's address (a small copy of
-    tests/kubernetes/real_node.py's fixture, which pytest will not let us call)."""
+    """RabbitMQ and Redis containers published on the node's address, as the tests run them
+    (tests/kubernetes/real_node.py says why)."""
     import docker
-    import docker.errors
-    import kombu
-    import redis
 
-    from tests.kubernetes.real_node import (
-        BROKER_IMAGE,
-        REDIS_IMAGE,
-        NodeServices,
-        _free_port,
-    )
+    from tests.kubernetes.real_node import run_node_services
 
-    client = docker.from_env(timeout=120)
-    tag = new_namespace("")
-    broker_port, redis_port = _free_port(node_ip), _free_port(node_ip)
-    started = []
-    try:
-        started.append(client.containers.run(
-            BROKER_IMAGE, detach=True, name=f"hp-bench-broker-{tag}",
-            ports={"5672/tcp": (node_ip, broker_port)}))
-        started.append(client.containers.run(
-            REDIS_IMAGE, detach=True, name=f"hp-bench-redis-{tag}",
-            ports={"6379/tcp": (node_ip, redis_port)}))
-        url = f"amqp://guest:guest@{node_ip}:{broker_port}//"
-        services = NodeServices(node_ip=node_ip, broker_url=url,
-                                redis_url=f"redis://{node_ip}:{redis_port}/0",
-                                rabbit_hostname=url)
-
-        def broker_up() -> bool:
-            with kombu.Connection(services.broker_url, connect_timeout=2) as conn:
-                conn.connect()
-            return True
-
-        _wait(broker_up, 90, f"RabbitMQ in {BROKER_IMAGE} on {node_ip}")
-        _wait(lambda: redis.Redis.from_url(services.redis_url, socket_timeout=2).ping(), 30,
-              f"Redis in {REDIS_IMAGE} on {node_ip}")
+    with run_node_services(docker.from_env(timeout=120), node_ip, "hp-bench") as services:
         yield services
-    finally:
-        for container in started:
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
 
 
 @contextlib.contextmanager

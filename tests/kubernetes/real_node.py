@@ -86,28 +86,25 @@ def node_ip(api: KubeApi) -> str:
                 pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def node_services(node_ip: str) -> Iterator[NodeServices]:
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        pytest.fail(f"no Docker daemon answers ({exc}): `make test` starts one", pytrace=False)
+@contextlib.contextmanager
+def run_node_services(client: docker.DockerClient, node_ip: str,
+                      prefix: str = "hp-node") -> Iterator[NodeServices]:
+    """RabbitMQ and Redis containers with their ports on ``node_ip``, removed afterwards
+    (the ``node_services`` fixture; bench/kubernetes.py uses it too)."""
     tag = uuid.uuid4().hex[:6]
     broker_port, redis_port = _free_port(node_ip), _free_port(node_ip)
     started = []
     try:
         started.append(client.containers.run(
-            BROKER_IMAGE, detach=True, name=f"hp-node-broker-{tag}",
+            BROKER_IMAGE, detach=True, name=f"{prefix}-broker-{tag}",
             ports={"5672/tcp": (node_ip, broker_port)}))
         started.append(client.containers.run(
-            REDIS_IMAGE, detach=True, name=f"hp-node-redis-{tag}",
+            REDIS_IMAGE, detach=True, name=f"{prefix}-redis-{tag}",
             ports={"6379/tcp": (node_ip, redis_port)}))
-        services = NodeServices(
-            node_ip=node_ip,
-            broker_url=f"amqp://guest:guest@{node_ip}:{broker_port}//",
-            redis_url=f"redis://{node_ip}:{redis_port}/0",
-            rabbit_hostname=f"amqp://guest:guest@{node_ip}:{broker_port}//")
+        broker = f"amqp://guest:guest@{node_ip}:{broker_port}//"
+        services = NodeServices(node_ip=node_ip, broker_url=broker,
+                                redis_url=f"redis://{node_ip}:{redis_port}/0",
+                                rabbit_hostname=broker)
 
         def broker_up() -> None:
             with kombu.Connection(services.broker_url, connect_timeout=2) as conn:
@@ -121,6 +118,17 @@ def node_services(node_ip: str) -> Iterator[NodeServices]:
         for container in started:
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def node_services(node_ip: str) -> Iterator[NodeServices]:
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"no Docker daemon answers ({exc}): `make test` starts one", pytrace=False)
+    with run_node_services(client, node_ip) as services:
+        yield services
 
 
 def create_real_namespace(api: KubeApi, prefix: str = "hp-real") -> str:
