@@ -6,7 +6,8 @@
 #
 # Idempotent: exits at once when the binaries of this RECIPE are cached (HYPERPOOL_K8S_CACHE,
 # default ~/.cache/hyperpool/k8s-v1.20.2). Cold: 247-452 s measured on a 2-core machine of this
-# project's CI (twice on 2026-12-02, each beside other set-up work). Safe to run
+# project's CI (twice on 2026-12-02, each beside other set-up work); 417 s with kubelet and
+# kube-proxy (recipe 3, a cold CI run the same day). Safe to run
 # concurrently (a lock serialises builds) and in the background; stopping it (Ctrl-C, SIGTERM,
 # even SIGKILL) stops its children and releases the lock (lock.sh):
 #   nohup k8s/testcluster/build.sh > /tmp/k8s-build.log 2>&1 &
