@@ -361,7 +361,7 @@ def render(res: dict[str, Any], plots: list[str]) -> str:
 
         out += containers_section(res)
     if "kubernetes" in res:
-        from bench.kubernetes import section as kubernetes_section
+        from bench.kubernetes_report import section as kubernetes_section
 
         out += kubernetes_section(res)
     from bench.notes import notes
