@@ -34,6 +34,9 @@ REDELIVERIES = Counter("hyperpool_task_redeliveries_total",
 PUBLISHED = Counter("hyperpool_engine_tasks_dispatched_total",
                     "Tasks the engine handed to a pool queue or the job model.",
                     ["task_type", "model"])
+UPCOMING = Gauge("hyperpool_engine_upcoming_tasks", "Tasks whose predecessors are all "
+                 "dispatched, per pool queue (look-ahead demand).", ["queue"],
+                 multiprocess_mode="livesum")
 COMPLETED = Counter("hyperpool_engine_tasks_completed_total",
                     "Task completions the engine accepted, by outcome.",
                     ["task_type", "model", "outcome"])
@@ -71,6 +74,7 @@ EXPORTED = {
     "hyperpool_tasks_total", "hyperpool_task_duration_seconds", "hyperpool_tasks_in_progress",
     "hyperpool_task_redeliveries_total", "hyperpool_engine_tasks_dispatched_total",
     "hyperpool_engine_tasks_completed_total", "hyperpool_engine_workflow_tasks",
+    "hyperpool_engine_upcoming_tasks",
     "hyperpool_engine_completion_latency_seconds", "hyperpool_pool_desired_replicas",
     "hyperpool_pool_replicas", "hyperpool_pool_queue_messages",
     "hyperpool_pool_scaling_decisions_total", "hyperpool_pool_budget_headroom",

@@ -13,6 +13,12 @@ never get more workers than tasks waiting. ``minReplicas`` is a floor applied af
 KEDA does. ``concurrency`` is how many tasks one replica runs at once (a WorkerPool's
 ``concurrency``, 1 by default): a replica per task would leave the others' slots idle. The
 cooldown before scaling to zero is stateful and lives in the callers.
+
+**Look-ahead** (``upcoming``): the engine counts, per queue, tasks whose predecessors are all
+dispatched — work that arrives when the running tasks finish. A pool with upcoming work and no
+replica wanted for its backlog gets one warm replica, but only from the budget the backlog
+shares above left over (largest upcoming count first), so it never takes a worker from work that
+is waiting now; and it is only desired, so it never stops a busy worker either.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class PoolDemand:
     min_replicas: int = 0
     requests: Mapping[str, Decimal] = field(default_factory=dict)
     concurrency: int = 1
+    upcoming: int = 0  # tasks about to arrive (0 when the pool's look-ahead is off)
 
 
 def fit(requests: Mapping[str, Decimal], available: Mapping[str, Decimal]) -> int | None:
@@ -64,7 +71,29 @@ def desired_replicas(
         if room is not None and total > 0:
             want = min(want, math.ceil(Fraction(depth, total) * room))
         result[pool.name] = max(pool.min_replicas, want)
+    _warm_for_upcoming(pools, available, result)
     return result
+
+
+def _warm_for_upcoming(pools: Sequence[PoolDemand], available: Mapping[str, Decimal],
+                       result: dict[str, int]) -> None:
+    """Give pools with upcoming work and nothing desired one replica from the leftover budget."""
+    waiting = sorted((p for p in pools if p.upcoming > 0 and result[p.name] == 0
+                      and p.max_replicas > 0), key=lambda p: -p.upcoming)
+    if not waiting:
+        return
+    left = dict(available)
+    for pool in pools:
+        for resource, need in pool.requests.items():
+            if resource in left:
+                left[resource] -= need * result[pool.name]
+    for pool in waiting:
+        if fit(pool.requests, left) == 0:
+            continue
+        result[pool.name] = 1
+        for resource, need in pool.requests.items():
+            if resource in left:
+                left[resource] -= need
 
 
 def quota_max_replicas(

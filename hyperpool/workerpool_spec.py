@@ -230,6 +230,9 @@ class WorkerPoolSpec(BaseModel):
     volumes: list[dict[str, Any]] | None = None
     volumeMounts: list[dict[str, Any]] | None = None  # noqa: N815 - after volumes (info.data)
     concurrency: int | None = Field(default=None, ge=1, le=512)
+    # Look-ahead: one warm replica while the engine announces upcoming work for the queue, from
+    # budget the backlog leaves over (hyperpool.scaling). Off saves that idle replica's budget.
+    lookAhead: bool = True  # noqa: N815 - the CRD's field name
     terminationGracePeriodSeconds: int | None = Field(default=None, ge=0)  # noqa: N815
     triggers: list[ScaleTrigger] | None = None  # extra KEDA triggers after the queue trigger
 

@@ -135,8 +135,8 @@ class KubeJobLauncher:
         with self._lock:
             self._live[job["metadata"]["name"]] = (task_id, attempt, time.time())
 
-    def adopt(self, task_id: str, attempt: int, pid: int) -> bool:
-        return False  # Jobs are found again by label, not by pid; resume re-runs them
+    def adopt(self, task_id: str, record: str) -> int | None:
+        return None  # Jobs are found again by label, not by pid; resume re-runs them
 
     def finished(self, task_id: str) -> None:
         """The engine got the task's result: forget and delete its Job."""

@@ -15,7 +15,8 @@ from hyperpool.engine.dag import build_dag
 from hyperpool.engine.loader import load_workflow
 from hyperpool.engine.outputs import check_output_file
 from hyperpool.engine.report import Progress, failure_report, summary, write_summary
-from hyperpool.engine.run import Engine, RunOptions, last_run
+from hyperpool.engine.run import Engine, RunOptions
+from hyperpool.engine.run_record import last_run
 from hyperpool.errors import ConfigError, ServiceUnavailable, WorkflowFailed
 from hyperpool.executor.publisher import Publisher
 from hyperpool.local.cli import RUNTIME, WORKER_IMAGE, container_runtime
@@ -159,6 +160,8 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
                                                                        found))
     try:
         with pools as supervisor:
+            if supervisor is not None:
+                engine.on_pool_work = supervisor.wake
             outcome = engine.run()
             if outcome.interrupted and supervisor is not None:
                 # Ctrl-C: the run is cancelled; don't wait without bound for running tasks.

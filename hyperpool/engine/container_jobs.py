@@ -68,8 +68,8 @@ class ContainerJobLauncher(JobLauncher):
             with contextlib.suppress(docker.errors.DockerException):
                 container.remove(force=True)
 
-    def adopt(self, task_id: str, attempt: int, pid: int) -> bool:
-        return False
+    def adopt(self, task_id: str, record: str) -> int | None:
+        return None
 
     def _wait_container(self, task_id: str, attempt: int, container: Any) -> None:
         import docker.errors

@@ -9,7 +9,6 @@ refresh can be.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import secrets
@@ -23,11 +22,14 @@ from typing import Any
 import redis
 
 from hyperpool import metrics
+from hyperpool.demand import UpcomingPublisher
+from hyperpool.engine import upcoming
 from hyperpool.engine.dag import Dag, Task
 from hyperpool.engine.jobs import JobLauncher, jobs_key
 from hyperpool.engine.loader import message_fields
+from hyperpool.engine.run_record import LAST_RUN_FILE, RUN_META_DIR, workflow_digest
 from hyperpool.engine.state import DISPATCHED, DONE, FAILED, READY, RETRY, SKIPPED, RunState
-from hyperpool.errors import ConfigError, ServiceUnavailable
+from hyperpool.errors import ServiceUnavailable
 from hyperpool.executor.publisher import Publisher
 from hyperpool.executor.results import JobExit, ResultReader, cancel_key, run_stream
 from hyperpool.models import TaskMessage, TaskResult
@@ -106,6 +108,15 @@ class Engine:
         self._outbox: list[tuple[str, TaskMessage, int]] = []
         self.failures: list[Failure] = []
         self.dispatched_at: dict[int, float] = {}
+        # Called when pool work was published or announced (embedded pools: wake the
+        # supervisor now instead of at its next tick).
+        self.on_pool_work: Callable[[], None] | None = None
+        self.upcoming = upcoming.for_run(dag, routing, self.state)
+        self._upcoming = UpcomingPublisher(client, self.run_id, on_change=self._pool_work)
+
+    def _pool_work(self) -> None:
+        if self.on_pool_work is not None:
+            self.on_pool_work()
 
     def task_id(self, task: Task) -> str:
         return f"{self.run_id}:{task.process.index}:{task.firing}"
@@ -123,6 +134,7 @@ class Engine:
         task = self.dag.tasks[index]
         self.state.attempt[index] += 1
         attempt = self.state.attempt[index]
+        self.upcoming.dispatched(index)
         if not task.process.dispatches:
             now = time.time()
             self.state.set(index, DISPATCHED)
@@ -165,6 +177,8 @@ class Engine:
             self.publisher.publish_many(self._outbox, reply_to=self.stream, run_id=self.run_id,
                                         fresh=not self._resumed)
             self._outbox.clear()
+            self._pool_work()
+        self._upcoming.publish(self.upcoming.counts)
         self._start_jobs()
 
     # -- completions --------------------------------------------------------------------
@@ -187,7 +201,9 @@ class Engine:
         if result.model == "job":
             self.jobs.finished(result.task_id)
         if result.ok:
-            self._ready.extend(self.state.complete(index, result))
+            released = self.state.complete(index, result)
+            self.upcoming.left(released)
+            self._ready.extend(released)
             return
         self.state.results[index] = result
         if self.state.attempt[index] < self.options.attempts:
@@ -252,14 +268,16 @@ class Engine:
         for raw_id, raw in self.client.hgetall(jobs_key(self.run_id)).items():
             task_id = raw_id.decode()
             index = self._ids.get(task_id)
-            pid, attempt = (int(x) for x in raw.decode().split())
-            if index is None or self.state.status[index] == DONE:
+            if index is None or self.state.status[index] != READY:
                 continue
-            if self.state.status[index] == READY and self.jobs.adopt(task_id, attempt, pid):
+            # The record is the launcher's own (a local job's pid, attempt and start time).
+            attempt = self.jobs.adopt(task_id, raw.decode())
+            if attempt is not None:
                 self.state.attempt[index] = attempt
                 self.state.set(index, DISPATCHED)
                 adopted += 1
         self._ready = deque(self.state.ready())
+        self.upcoming = upcoming.for_run(self.dag, self.routing, self.state)
         return self.state.counts[DONE], adopted
 
     # -- the loop -------------------------------------------------------------------------
@@ -334,6 +352,7 @@ class Engine:
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            self._upcoming.close()
             if not self.state.finished:
                 cancelled = self.cancel()
         return RunOutcome(self.run_id, self.state, started, time.time(), self.failures,
@@ -358,38 +377,10 @@ class Engine:
             pass
 
 
-RUN_META_DIR = ".hyperpool"
 REDIS_OUTAGE_LIMIT = 600.0
 # Engine._linger: pause this long after a read of fewer than LINGER_BATCH results while at
 # least LINGER_IN_FLIGHT tasks are out.
 LINGER_SECONDS = 0.002
 LINGER_BATCH = 8
 LINGER_IN_FLIGHT = 16
-LAST_RUN_FILE = "last-run.json"
-
-
-def workflow_digest(dag: Dag) -> str:
-    try:
-        return hashlib.sha256(Path(dag.workflow.source).read_bytes()).hexdigest()
-    except OSError:
-        return ""
-
-
-def last_run(work_dir: Path, dag: Dag) -> str:
-    """The run id to resume in ``work_dir``, checking the workflow did not change since."""
-    path = work_dir / RUN_META_DIR / LAST_RUN_FILE
-    try:
-        meta = json.loads(path.read_text())
-        run_id = str(meta["run_id"])
-    except FileNotFoundError:
-        raise ConfigError("nothing to resume: no earlier run was started in this directory",
-                          source=str(work_dir)) from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"cannot read the run record: {exc}", source=str(path)) from None
-    if meta.get("workflow_sha256") and meta["workflow_sha256"] != workflow_digest(dag):
-        raise ConfigError(f"workflow.json changed since run {run_id} started; cannot resume it",
-                          source=str(work_dir))
-    return run_id
-
-
 __all__ = ["Engine", "RunOptions", "RunOutcome", "Failure", "SKIPPED", "new_run_id"]

@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from hyperpool.demand import UpcomingReader
 from hyperpool.errors import ConfigError
 from hyperpool.local.budget import Resources, local_budget, worker_request
 from hyperpool.local.manifests import (
@@ -185,7 +186,9 @@ def up(files: tuple[Path, ...], workdir: Path | None, namespace: str | None,
                                 worker_loglevel=worker_loglevel,
                                 runtime=container_runtime(runtime, worker_image, found))
     supervisor = Supervisor(settings, found, options)  # checks every pool fits the budget
-    supervisor.listeners.append(StatePublisher(check_redis(settings)))
+    client = check_redis(settings)
+    supervisor.listeners.append(StatePublisher(client))
+    supervisor.upcoming = UpcomingReader(client, [p.queue for p in found])
     port = metrics_port or settings.metrics_port
     if port:
         share_with_workers()  # before prometheus-client is imported, see local/metrics.py

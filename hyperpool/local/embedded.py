@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from hyperpool.demand import UpcomingReader
 from hyperpool.local.budget import local_budget, worker_request
 from hyperpool.local.manifests import pools_for_routing, pools_from_manifests
 from hyperpool.local.metrics import PoolMetrics
@@ -101,7 +102,8 @@ def local_pools(
         interval=interval, log_dir=log_dir or work_dir / "logs-hf" / "pools",
         runtime=runtime(pools) if runtime is not None else None)
     supervisor = Supervisor(settings, pools, options,
-                            listeners=[StatePublisher(client), PoolMetrics()])
+                            listeners=[StatePublisher(client), PoolMetrics()],
+                            upcoming=UpcomingReader(client, [p.queue for p in pools]))
     supervisor.start()
     log.info("local pools: %s (budget %s)", ", ".join(p.name for p in pools),
              options.budget.describe())

@@ -47,6 +47,7 @@ class PoolConfig:
     request: Resources
     source: str
     concurrency: int = 1  # tasks one worker runs at once (its slot threads)
+    look_ahead: bool = True  # spec.lookAhead: a warm worker when the DAG says work is coming
     image: str | None = None  # spec.image: the container runtime's (processes ignore it)
     limits: Resources | None = None  # initialResources.limits, for containers
 
@@ -138,6 +139,7 @@ def pool_config(source: str, pool: WorkerPool, namespace: str,
         request=request,
         source=source,
         concurrency=spec.concurrency or 1,
+        look_ahead=spec.lookAhead,
         image=spec.image,
         limits=_limits(pool, request),
     )

@@ -27,6 +27,7 @@ class Pool:
     workers: list[Worker] = field(default_factory=list)
     window: deque[tuple[float, int]] = field(default_factory=deque)
     depth: QueueDepth | None = None
+    upcoming: int = 0  # look-ahead demand the engine announced (0 when the pool's switch is off)
     desired: int = 0
     target: int = 0
     restarts: int = 0

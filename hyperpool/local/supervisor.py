@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hyperpool.executor import template
 from hyperpool.local.budget import NOTHING, Resources
 from hyperpool.local.manifests import PoolConfig, check_fit
 from hyperpool.local.pool import Pool
@@ -82,12 +83,16 @@ class Supervisor:
 
     def __init__(self, settings: Settings, pools: Sequence[PoolConfig],
                  options: SupervisorOptions, *, probe: QueueProbe | None = None,
-                 listeners: Sequence[Listener] = ()):
+                 listeners: Sequence[Listener] = (),
+                 upcoming: Callable[[], dict[str, int]] | None = None):
         self.settings = settings
         self.options = options
         self.pools = [Pool(config) for config in pools]
         self.probe = probe or QueueProbe(settings, [p.queue for p in pools])
         self.listeners = list(listeners)
+        # Look-ahead demand per queue (hyperpool.engine.upcoming.UpcomingReader).
+        self.upcoming = upcoming
+        self._wake = threading.Event()
         self.started_at = time.time()
         self._stop = threading.Event()
         self._force = threading.Event()
@@ -138,9 +143,11 @@ class Supervisor:
     def _measure(self, now: float) -> None:
         refresh_busy([w for p in self.pools for w in p.workers])
         depths = self.probe.sample()
+        upcoming = self.upcoming() if self.upcoming is not None else {}
         demands = []
         for pool in self.pools:
             pool.depth = depths.get(pool.config.queue)
+            pool.upcoming = upcoming.get(pool.config.queue, 0) if pool.config.look_ahead else 0
             if pool.depth is None:
                 continue
             # Never ready alone: unacked (stale up to the stats interval) floored by the
@@ -149,7 +156,8 @@ class Supervisor:
             demands.append(PoolDemand(pool.config.name, depth, pool.config.max_replicas,
                                       pool.config.min_replicas,
                                       pool.config.request.as_mapping(),
-                                      concurrency=pool.config.concurrency))
+                                      concurrency=pool.config.concurrency,
+                                      upcoming=pool.upcoming))
         desired = desired_replicas(demands, self.options.budget.as_mapping())
         for pool in self.pools:
             # An unmeasured queue keeps its pool as it is until the broker answers again.
@@ -256,7 +264,8 @@ class Supervisor:
                 "ready": d.ready if d else None, "unacked": d.unacked if d else None,
                 "consumers": d.consumers if d else None, "depth": d.depth if d else None,
                 "replicas": len(pool.active), "draining": len(pool.workers) - len(pool.active),
-                "busy": pool.busy, "desired": pool.desired, "target": pool.target,
+                "busy": pool.busy, "upcoming": pool.upcoming, "desired": pool.desired,
+                "target": pool.target,
                 "quota_limited": pool.limited, "restarts": pool.restarts,
                 "last_exit": pool.last_exit, "oom_kills": pool.oom_kills,
                 "workers": [w.describe(now) for w in pool.workers],
@@ -283,6 +292,8 @@ class Supervisor:
     def start(self) -> Supervisor:
         """Declare the pool queues (fails fast if RabbitMQ is down), then run in a thread."""
         self.probe.declare()
+        if self.options.runtime is None:
+            template.warm_up()  # its imports overlap the first tick, not the first worker
         self._thread = threading.Thread(target=self._serve, name="hyperpool-pools", daemon=True)
         self._thread.start()
         return self
@@ -307,7 +318,8 @@ class Supervisor:
                     self.error = exc
                     if failures == 1:
                         log.exception("pool supervisor tick failed; retrying every second")
-                self._stop.wait(1.0 if failures else self._next_wait())
+                self._wake.wait(1.0 if failures else self._next_wait())
+                self._wake.clear()
         finally:
             self.drain(self._drain_timeout)
             self.probe.close()
@@ -316,10 +328,16 @@ class Supervisor:
                 if close is not None:
                     close()
 
+    def wake(self) -> None:
+        """Tick now: work was published or announced (the engine of ``hyperpool run`` calls
+        this, so a pool at zero starts its worker without waiting for the next tick)."""
+        self._wake.set()
+
     def stop(self, *, drain_timeout: float | None = None, wait: bool = True) -> None:
         """Stop scaling and drain: SIGTERM every worker, wait for all (or ``drain_timeout``)."""
         self._drain_timeout = drain_timeout
         self._stop.set()
+        self._wake.set()
         if wait:
             self.join()
 
@@ -327,6 +345,7 @@ class Supervisor:
         """Kill the workers now (a second Ctrl-C); their running tasks are redelivered."""
         self._force.set()
         self._stop.set()
+        self._wake.set()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the supervisor thread; ``True`` when it has finished."""

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import psutil
 
+from hyperpool.executor import template
 from hyperpool.settings import Settings
 
 _sequence = itertools.count(1)
@@ -53,10 +54,15 @@ def _pdeathsig_prefix() -> tuple[str, ...]:
     return (setpriv, "--pdeathsig", "TERM", "--") if ok else ()
 
 
+def worker_argv(queue: str, *, loglevel: str = "INFO", concurrency: int = 1) -> list[str]:
+    """The ``hyperpool`` arguments of one pool worker on ``queue``."""
+    return ["worker", "--queue", queue, "--concurrency", str(concurrency), "--loglevel", loglevel]
+
+
 def worker_command(queue: str, *, loglevel: str = "INFO", concurrency: int = 1) -> list[str]:
-    """The argv of one pool worker on ``queue``."""
-    return [*_pdeathsig_prefix(), sys.executable, "-m", "hyperpool", "worker", "--queue", queue,
-            "--concurrency", str(concurrency), "--loglevel", loglevel]
+    """The argv of one pool worker on ``queue`` as a fresh interpreter."""
+    return [*_pdeathsig_prefix(), sys.executable, "-m", "hyperpool",
+            *worker_argv(queue, loglevel=loglevel, concurrency=concurrency)]
 
 
 def worker_env(settings: Settings, queue: str, work_dir: Path,
@@ -115,7 +121,8 @@ class Worker:
 class WorkerProcess(Worker):
     """One running ``hyperpool worker`` of a pool."""
 
-    def __init__(self, pool: str, proc: subprocess.Popen[bytes], log_path: Path | None):
+    def __init__(self, pool: str, proc: subprocess.Popen[bytes] | template.ForkedProcess,
+                 log_path: Path | None):
         super().__init__(pool, log_path)
         self.proc = proc
 
@@ -124,21 +131,26 @@ class WorkerProcess(Worker):
               log_dir: Path | None = None, loglevel: str = "INFO",
               concurrency: int = 1) -> WorkerProcess:
         log_path = None
-        out: int | object = None
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
             log_path = log_dir / f"{pool}.{os.getpid()}-{next(_sequence)}.log"
-            out = log_path.open("ab")
+        env = worker_env(settings, queue, work_dir)
+        if template.enabled():
+            proc: subprocess.Popen[bytes] | template.ForkedProcess = template.start(
+                worker_argv(queue, loglevel=loglevel, concurrency=concurrency), env=env,
+                cwd=work_dir, log_path=log_path, parent_death_signal=True)
+            return cls(pool, proc, log_path)
+        out = log_path.open("ab") if log_path is not None else None
         try:
             proc = subprocess.Popen(  # noqa: S603 - fixed argv
                 worker_command(queue, loglevel=loglevel, concurrency=concurrency), cwd=work_dir,
-                env=worker_env(settings, queue, work_dir), stdin=subprocess.DEVNULL,
+                env=env, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT if out is not None else None,
                 start_new_session=True,
             )
         finally:
             if out is not None:
-                out.close()  # type: ignore[union-attr]
+                out.close()
         return cls(pool, proc, log_path)
 
     @property
