@@ -28,7 +28,7 @@ from bench.common import REPO, fsync_latency, machine, wait_quiet, workflow_file
 BROKER_DISK = next(p for p in (Path("/var/lib/rabbitmq"), Path(tempfile.gettempdir()))
                    if os.access(p, os.W_OK))
 SECTIONS = ("throughput", "latency", "makespan", "scaling", "memory", "controller", "demo",
-            "containers", "kubernetes")
+            "containers", "kubernetes", "warm")
 
 
 def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
@@ -82,6 +82,10 @@ def run_section(name: str, quick: bool, res: dict[str, Any]) -> None:
         from bench import containers
 
         res["containers"] = containers.measure(1 if quick else 3)
+    elif name == "warm":
+        from bench import warm
+
+        res["warm"] = warm.measure(1 if quick else 3, quick=quick)
     elif name == "kubernetes":
         from bench import kubernetes
 

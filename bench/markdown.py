@@ -360,6 +360,10 @@ def render(res: dict[str, Any], plots: list[str]) -> str:
         from bench.containers import section as containers_section
 
         out += containers_section(res)
+    if "warm" in res:
+        from bench.warm import section as warm_section
+
+        out += warm_section(res)
     if "kubernetes" in res:
         from bench.kubernetes_report import section as kubernetes_section
 

@@ -18,6 +18,7 @@ from hyperpool.engine.report import Progress, failure_report, summary, write_sum
 from hyperpool.engine.run import Engine, RunOptions
 from hyperpool.engine.run_record import last_run
 from hyperpool.errors import ConfigError, ServiceUnavailable, WorkflowFailed
+from hyperpool.executor import template
 from hyperpool.executor.publisher import Publisher
 from hyperpool.local.cli import RUNTIME, WORKER_IMAGE, container_runtime
 from hyperpool.quantities import parse_quantity
@@ -102,6 +103,10 @@ def run(workdir: Path, namespace: str | None, max_jobs: int, keep_going: bool, a
                       redis_url=job_redis_url, resources=job_resources)
     if not workdir.is_dir():
         raise ConfigError("no such directory", source=str(workdir))
+    if job_model == "local" or (local_pools and runtime == "process"):
+        # The fork template's imports (~0.5 s) overlap loading the workflow and connecting,
+        # instead of delaying the first worker or job.
+        template.warm_up()
     settings = load_settings()
     namespace = namespace or settings.namespace
     workdir = workdir.resolve()

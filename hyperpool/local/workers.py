@@ -1,12 +1,16 @@
 """Worker processes of a local pool: start, warm-stop, tell busy from idle, reap.
 
-Each worker is ``python -m hyperpool worker --queue Q -c <the pool's concurrency>`` (default
-1): one worker is one "pod", so the budget counts processes. Why the details:
+Each worker is ``hyperpool worker --queue Q -c <the pool's concurrency>`` (default 1): one
+worker is one "pod", so the budget counts processes. It is forked from the pre-imported
+template (:mod:`hyperpool.executor.template`: 0.08 s from publish to the task's start for a
+pool at zero, against 0.5 s for a fresh interpreter, docs/benchmarks.md), or with
+``HYPERPOOL_FORK_TEMPLATE=0`` started as ``python -m hyperpool worker``. Why the details:
 
 * **Own session**: a Ctrl-C in the terminal goes to the whole foreground process group; the
   workers must not get it, because the supervisor decides how they stop (warm, then forced
   on a second Ctrl-C).
-* **Parent-death signal** (``setpriv --pdeathsig TERM`` when util-linux has it): if the
+* **Parent-death signal** (``prctl(PR_SET_PDEATHSIG)`` in a forked worker, whose parent, the
+  template, leaves with the supervisor; ``setpriv --pdeathsig TERM`` for a fresh one): if the
   supervisor is killed outright, its workers get SIGTERM, i.e. a warm shutdown, instead of
   consuming forever as orphans. ``setpriv`` execs the worker, so the PID is the worker's.
 * **Stopping is SIGTERM only**: Celery's warm shutdown finishes the running task and takes no
