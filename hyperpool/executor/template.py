@@ -34,6 +34,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import signal
 import sys
@@ -96,8 +97,27 @@ class ChildSpec:
     parent_death_signal: bool = False
 
 
+def _drop_inherited_pipes() -> None:
+    """Close the write ends of the forkserver's and resource tracker's liveness pipes.
+
+    multiprocessing hands them to every child (so that it could start processes of its own);
+    the forkserver leaves only when every write end is closed. Kept open here, a killed
+    supervisor left its template and workers running forever: the workers held the pipe that
+    would have told the template to leave, and the template's exit is their SIGTERM.
+    """
+    holders = ((multiprocessing.forkserver._forkserver, "_forkserver_alive_fd"),
+               (multiprocessing.resource_tracker._resource_tracker, "_fd"))
+    for holder, attr in holders:
+        fd = getattr(holder, attr, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            setattr(holder, attr, None)
+
+
 def _become(spec: ChildSpec) -> None:
     """In the child: the session, environment, directory and stdio of a fresh process."""
+    _drop_inherited_pipes()
     os.setsid()
     if spec.parent_death_signal and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):

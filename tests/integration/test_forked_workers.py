@@ -12,14 +12,12 @@ import psutil
 from tests.conftest import hyperpool_env, queue_info, wait_for, worker_pool_yaml
 
 
-def workers_of(queue: str) -> list[psutil.Process]:
+def forked_workers(supervisor: int) -> list[psutil.Process]:
+    """The children of the supervisor's template (multiprocessing's forkserver)."""
     found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get("HYPERPOOL_QUEUE") == queue:
-                found.append(proc)
-        except psutil.Error:
-            continue
+    for child in psutil.Process(supervisor).children():
+        if "forkserver" in " ".join(child.cmdline()):
+            found += child.children()
     return found
 
 
@@ -37,7 +35,7 @@ def test_workers_leave_warmly_when_their_supervisor_is_killed(namespace, tmp_pat
     try:
         wait_for(lambda: (queue_info(queue) or {}).get("consumers") == 2, timeout=60,
                  what="two consuming workers")
-        workers = workers_of(queue)
+        workers = forked_workers(up.pid)
         assert len(workers) == 2
         # Forked: neither is a child of the supervisor, each leads its own session.
         assert all(w.ppid() != up.pid and os.getsid(w.pid) == w.pid for w in workers)
@@ -45,11 +43,14 @@ def test_workers_leave_warmly_when_their_supervisor_is_killed(namespace, tmp_pat
         up.wait(timeout=10)
         gone, alive = psutil.wait_procs(workers, timeout=30)
         assert not alive, f"orphaned workers: {[p.pid for p in alive]}"
-        assert all(p.returncode == 0 for p in gone)  # warm shutdown, not killed
+        logs = sorted((tmp_path / "logs").glob("*.log"))
+        assert len(logs) == 2
+        # SIGTERM, not SIGKILL: each went through Celery's warm shutdown.
+        assert all("Warm shutdown" in log.read_text() for log in logs), logs
         wait_for(lambda: (queue_info(queue) or {}).get("consumers") == 0, timeout=30,
                  what="the queue to lose its consumers")
     finally:
         if up.poll() is None:
+            for proc in forked_workers(up.pid):
+                proc.kill()
             up.kill()
-        for proc in workers_of(queue):
-            proc.kill()
