@@ -180,8 +180,46 @@ def flat_true(tasks: int, repeats: int) -> dict[str, list[float]]:
     return out
 
 
+def forked_memory(count: int = 4, idle_seconds: float = 3.0) -> dict[str, float]:
+    """``count`` idle workers forked from one template: RSS/PSS/USS per worker (MiB), and the
+    template's own. PSS splits the pages the workers share with the template and each other."""
+    import psutil
+
+    from bench.common import consumers
+    from bench.memory import MIB
+    from hyperpool.local.workers import WorkerProcess
+
+    namespace = new_namespace("wmem")
+    work = Path(tempfile.mkdtemp(prefix="hyperpool-bench-wmem-"))
+    settings = bench_settings(namespace, work)
+    queue = f"{namespace}.idle"
+    procs = [WorkerProcess.start("idle", queue, settings=settings, work_dir=work,
+                                 log_dir=work) for _ in range(count)]
+    try:
+        deadline = time.monotonic() + 60
+        while consumers(queue) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(idle_seconds)
+        infos = [psutil.Process(w.pid).memory_full_info() for w in procs]
+        server = psutil.Process(procs[0].pid).parent()
+        tmpl = server.memory_full_info() if server is not None else None
+        return {"workers": count, "rss": median([i.rss / MIB for i in infos]),
+                "pss": median([i.pss / MIB for i in infos]),
+                "uss": median([i.uss / MIB for i in infos]),
+                "template_rss": tmpl.rss / MIB if tmpl else float("nan"),
+                "template_pss": tmpl.pss / MIB if tmpl else float("nan")}
+    finally:
+        for w in procs:
+            w.stop()
+        for w in procs:
+            w.proc.wait(timeout=30)
+        delete_queues(settings, namespace + ".")
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def measure(repeats: int, quick: bool = False) -> dict[str, Any]:
     res: dict[str, Any] = {}
+    res["forked_memory"] = forked_memory()
     res["montage_warm"] = warm_montage(repeats)
     res["montage_cold"] = cold_variants(None, MONTAGE_TYPES, repeats)
     res["zero_to_one"] = zero_to_one(repeats)
@@ -225,6 +263,12 @@ def section(res: dict[str, Any]) -> list[str]:
             f"itself, {true * 1000:.1f} ms): template {(_med(j['template']) - true) * 1000:.0f}"
             f" ms, fresh interpreters {(_med(j['fresh interpreters']) - true) * 1000:.0f} ms; "
             "goal <= 50 ms.", ""]
+    if "forked_memory" in w:
+        m = w["forked_memory"]
+        out += [f"**Memory**: {m['workers']} idle workers forked from one template, per worker "
+                f"(median): RSS {m['rss']:.1f} MiB, PSS {m['pss']:.1f} MiB, USS {m['uss']:.1f} "
+                f"MiB; the template itself RSS {m['template_rss']:.1f} MiB, PSS "
+                f"{m['template_pss']:.1f} MiB (goal 7's fresh worker: see Memory above).", ""]
     f = w["flat_true"]
     hp, raw = _med(f["hyperpool run"]), _med(f["raw Celery"])
     hp_runs = ", ".join(f"{v:.0f}" for v in f["hyperpool run"])
