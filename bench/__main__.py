@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -162,9 +163,23 @@ def merge_sections(saved: Path, sections: list[str], quick: bool, out: Path) -> 
     note = (f"The {', '.join(sections)} section{'s were' if len(sections) > 1 else ' was'} "
             f"measured alone after the full run ({started}; load average {load:.2f} before, "
             f"{os.getloadavg()[0]:.2f} after).")
-    res["rerun"] = " ".join(filter(None, [res.get("rerun"), note]))
+    res["rerun"] = " ".join([*_kept_notes(res.get("rerun") or "", sections), note])
     saved.write_text(json.dumps(res, default=_plain, indent=1))
     render_saved(saved, out)
+
+
+NOTE = re.compile(r"The (?P<names>[\w, ]+?) sections? (?:\(new\) )?(?:was|were) measured alone")
+
+
+def _kept_notes(rerun: str, sections: list[str]) -> list[str]:
+    """Earlier re-run notes, less those of sections measured again now (superseded)."""
+    kept = []
+    for sentence in filter(None, re.split(r"(?<=\)\.) ", rerun)):
+        match = NOTE.match(sentence)
+        if match and set(match["names"].split(", ")) <= set(sections):
+            continue
+        kept.append(sentence)
+    return kept
 
 
 def render_saved(saved: Path, out: Path) -> None:
