@@ -29,7 +29,9 @@ from bench.common import (
     median,
     new_namespace,
     wait_quiet,
+    workers,
 )
+from hyperpool.routing import EXECUTION_MODELS_FILE
 
 SKIES = [(2, 2, 120), (3, 3, 160), (4, 3, 200)]  # (cols, rows, tile px); 4x3 is `make run`
 DEMO = REPO / "examples" / "demo.py"
@@ -64,6 +66,29 @@ def _sequential_once(out: Path) -> float:
     return time.monotonic() - t0
 
 
+WARM_SLOTS = 4  # per pooled type: as many workers as the local budget gives the pools
+
+
+def _warm_once(out: Path) -> float:
+    """The demo's workflow again, in ``out``, on pools already running: one warm worker per
+    pooled type with WARM_SLOTS slots, ``--no-local-pools``; the job model as in the demo."""
+    namespace = new_namespace("demow")
+    pooled = [e["name"] for e in json.loads((out / EXECUTION_MODELS_FILE).read_text())]
+    summary = out / "summary-warm.json"
+    try:
+        with workers([(f"{namespace}.{t}", WARM_SLOTS) for t in pooled], namespace=namespace,
+                     work_dir=out):
+            proc = subprocess.run(
+                [sys.executable, "-m", "hyperpool", "run", str(out), "--no-local-pools",
+                 "--json-summary", str(summary)],
+                env=bench_env(namespace, out), capture_output=True, text=True, timeout=600)
+    finally:
+        delete_queues(bench_settings(namespace, out), namespace + ".")
+    if proc.returncode != 0:
+        raise RuntimeError(f"warm demo run failed:\n{proc.stderr[-1500:]}")
+    return float(json.loads(summary.read_text())["makespan_seconds"])
+
+
 def measure(repeats: int) -> list[dict[str, Any]]:
     if shutil.which("mProjectPP") is None:
         raise RuntimeError("Montage is not installed: run `make services`")
@@ -71,7 +96,8 @@ def measure(repeats: int) -> list[dict[str, Any]]:
     base = Path(tempfile.mkdtemp(prefix="hyperpool-bench-demo-"))
     try:
         results: dict[tuple[int, int, int], dict[str, list[float]]] = {
-            sky: {"makespan": [], "wall": [], "load": [], "sequential": []} for sky in SKIES}
+            sky: {"makespan": [], "wall": [], "load": [], "sequential": [], "warm": []}
+            for sky in SKIES}
         tasks: dict[tuple[int, int, int], int] = {}
         for _ in range(repeats):
             for sky in SKIES:  # interleaved: each size sees the same machine state
@@ -82,6 +108,7 @@ def measure(repeats: int) -> list[dict[str, Any]]:
                 for key in ("makespan", "wall", "load"):
                     results[sky][key].append(run[key])
                 results[sky]["sequential"].append(_sequential_once(out))
+                results[sky]["warm"].append(_warm_once(out))
         for sky in SKIES:
             rows.append({"cols": sky[0], "rows": sky[1], "size": sky[2], "tasks": tasks[sky],
                          **results[sky]})
@@ -97,16 +124,22 @@ def section(res: dict[str, Any]) -> list[str]:
            "sky sizes, each run from zero pools, makespan from the run's JSON summary; "
            "*sequential*: the same sky's processes one at a time "
            "(`examples/montage/run_sequential.py`, no engine, broker or pools), in the same "
-           "minutes. Load: the 1-minute load average when each run started.", "",
+           "minutes; *warm*: the same workflow again on pools already running (one worker per "
+           f"pooled type with {WARM_SLOTS} slots, `--no-local-pools`; goal: `make run` <= 1.5x "
+           "warm). Load: the 1-minute load average when each run started.", "",
            "| sky | tasks | makespan, median (runs) | whole demo, median | sequential, median "
-           "| sequential / makespan | load at start (runs) |", "|---|---|---|---|---|---|---|"]
+           "| sequential / makespan | warm, median (runs) | makespan / warm | load at start "
+           "(runs) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in res["demo"]:
         runs = ", ".join(f"{v:.1f}" for v in r["makespan"])
         loads = ", ".join(f"{v:.1f}" for v in r["load"])
         ratio = median(r["sequential"]) / median(r["makespan"])
         label = f"{r['cols']}x{r['rows']}, {r['size']} px" + (
             " (`make run`)" if (r["cols"], r["rows"]) == (4, 3) else "")
+        warm = r.get("warm") or []
+        warm_cells = (f"{median(warm):.1f} s ({', '.join(f'{v:.1f}' for v in warm)}) | "
+                      f"{median(r['makespan']) / median(warm):.2f}x" if warm else "— | —")
         out.append(f"| {label} | {r['tasks']} | {median(r['makespan']):.1f} s ({runs}) | "
                    f"{median(r['wall']):.1f} s | {median(r['sequential']):.1f} s | "
-                   f"{ratio:.2f}x | {loads} |")
+                   f"{ratio:.2f}x | {warm_cells} | {loads} |")
     return [*out, ""]
