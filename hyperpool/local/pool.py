@@ -28,6 +28,7 @@ class Pool:
     window: deque[tuple[float, int]] = field(default_factory=deque)
     depth: QueueDepth | None = None
     upcoming: int = 0  # look-ahead demand the engine announced (0 when the pool's switch is off)
+    backlog: int = 0  # the scaling signal: ready + max(unacked, busy) of the last tick
     desired: int = 0
     target: int = 0
     restarts: int = 0

@@ -142,17 +142,23 @@ class Supervisor:
 
     def _measure(self, now: float) -> None:
         refresh_busy([w for p in self.pools for w in p.workers])
-        depths = self.probe.sample()
+        # Announcements first: the engine publishes a stage's messages before it announces the
+        # next stage, so queues sampled after this read hold every message announced before
+        # it. Sampled first, a pool's new message could be missed while the next stage's
+        # announcement was seen, and the warm replica took the budget the message needed.
         upcoming = self.upcoming() if self.upcoming is not None else {}
+        depths = self.probe.sample()
         demands = []
         for pool in self.pools:
             pool.depth = depths.get(pool.config.queue)
             pool.upcoming = upcoming.get(pool.config.queue, 0) if pool.config.look_ahead else 0
+            pool.backlog = 0
             if pool.depth is None:
                 continue
             # Never ready alone: unacked (stale up to the stats interval) floored by the
             # workers seen running a task right now.
             depth = pool.depth.ready + max(pool.depth.unacked, pool.busy)
+            pool.backlog = depth
             demands.append(PoolDemand(pool.config.name, depth, pool.config.max_replicas,
                                       pool.config.min_replicas,
                                       pool.config.request.as_mapping(),
@@ -171,8 +177,12 @@ class Supervisor:
         self._measure(now)
         budget = self.options.budget
         used = self._used()
+        # Only waiting work presses: a pool that wants a worker for announced work alone
+        # (look-ahead) must not make another pool release its workers. Such a release stopped a
+        # worker that had just taken its message, between the broker's unacked statistics and
+        # its command's start (both read 0 then).
         pressure = any(
-            pool.desired > len(pool.active) and now >= pool.not_before
+            pool.desired > len(pool.active) and now >= pool.not_before and pool.backlog > 0
             and not (used + pool.config.request).fits_in(budget)
             for pool in self.pools)
         for pool in self.pools:

@@ -127,7 +127,9 @@ def test_no_warm_worker_when_switched_off_or_the_budget_is_used(tmp_path, namesp
     finally:
         out = finish(proc)
     assert seen, "the supervisor published no state for the second pool"
-    assert all(p["replicas"] == 0 for p in seen), seen
+    assert all(p["replicas"] == 0 for p in seen), [
+        {k: p[k] for k in ("replicas", "ready", "unacked", "upcoming", "desired", "target")}
+        for p in seen]
     if why == "switched off":
         assert all(p["upcoming"] == 0 for p in seen)  # the switch drops the term entirely
     else:

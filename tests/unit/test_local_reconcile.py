@@ -344,3 +344,33 @@ def test_a_pool_with_concurrency_starts_one_worker_per_that_many_tasks(env, monk
     probe.set("ns.a", 0, unacked=0)  # counts lag; the workers' own 12 tasks keep 3 workers
     sup.tick()
     assert replicas(sup) == {"a": 3}
+
+
+def test_announced_work_warms_from_leftover_budget_and_never_presses(env):
+    sup, probe = make([("a", 0, 50), ("b", 0, 50)], cpu="1", cooldown=30)  # two workers
+    sup.upcoming = lambda: {"ns.b": 3}
+    probe.set("ns.a", 1)
+    sup.tick()
+    assert replicas(sup) == {"a": 1, "b": 1}  # the budget left over warms b before its stage
+    warm = sup.pools[1].workers[0]
+    probe.set("ns.a", 4)
+    sup.tick()
+    sup.tick()
+    # Waiting work presses: b's idle warm worker yields its budget to a at once.
+    assert replicas(sup) == {"a": 2, "b": 0} and warm.signals
+    # a's workers took their messages; the broker's statistics and the busy probe lag, so a
+    # reads as idle with nothing waiting, while b's announcement wants a worker.
+    probe.set("ns.a", 0)
+    sup.tick()
+    # Announced work alone never presses: a's window keeps both workers (one of them may
+    # be running a task nobody has seen yet), and b waits for budget to come free.
+    assert replicas(sup) == {"a": 2, "b": 0}
+    assert all(w.signals == [] for w in sup.pools[0].workers)
+
+
+def test_switched_off_pools_ignore_announced_work(env):
+    sup, probe = make([("b", 0, 50)], cpu="2", cooldown=30)
+    sup.pools[0].config = dataclasses.replace(sup.pools[0].config, look_ahead=False)
+    sup.upcoming = lambda: {"ns.b": 5}
+    sup.tick()
+    assert replicas(sup) == {"b": 0} and sup.pools[0].upcoming == 0
